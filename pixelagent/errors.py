@@ -1,0 +1,42 @@
+"""Every error pixelagent raises on purpose.
+
+Each message says what was wrong and how to fix it; the CLI prints ``str(error)`` as one line.
+"""
+
+from __future__ import annotations
+
+
+class PixelAgentError(Exception):
+    """Base class: catch this to handle any expected pixelagent failure."""
+
+
+class ConfigError(PixelAgentError, ValueError):
+    """A preset, override or config file is invalid. The message lists every problem found."""
+
+
+class UnknownNameError(PixelAgentError, LookupError):
+    """A part, preset or plugin name is not registered; the message lists the available names."""
+
+
+class PluginError(PixelAgentError):
+    """A plugin misbehaved: a duplicate registration, a bad builder, a failing import."""
+
+
+class InputError(PixelAgentError, ValueError):
+    """An argument to the API is invalid (an empty question, say)."""
+
+
+class ImageError(PixelAgentError, ValueError):
+    """An image could not be read or is unsafe to decode (unreadable, unsupported, too large)."""
+
+
+class MaskError(PixelAgentError, ValueError):
+    """A mask is malformed (wrong shape or dtype, bad RLE, size mismatch)."""
+
+
+class PartError(PixelAgentError):
+    """A part broke its contract at run time (wrong output type, shape or count)."""
+
+
+class WeightsNotFoundError(PixelAgentError, FileNotFoundError):
+    """Model weights are missing; the message names the file or hub id expected and how to point at it."""

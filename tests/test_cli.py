@@ -1,0 +1,125 @@
+"""The command line, run in-process through ``main`` (the fake plugin registered) and, where
+start-up cost matters, as a real subprocess."""
+
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelagent.cli import main
+from pixelagent.mask import Mask
+
+
+@pytest.fixture
+def scene_file(scene, tmp_path):
+    path = tmp_path / "scene.png"
+    Image.fromarray(scene).save(path)
+    return path
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_plugins_json_lists_parts_presets_and_their_plugins(fake, capsys):
+    code, out, _ = run_cli(capsys, "plugins", "--json")
+    listing = json.loads(out)
+    assert code == 0
+    assert "fake-plugin" in listing["plugins"] and "pixelagent.builtins" in listing["plugins"]
+    rows = {(r["kind"], r["name"]): r for r in listing["parts"] + listing["presets"]}
+    assert rows[("preset", "fake")]["aliases"] == ["fake-tiny"]
+    assert rows[("preset", "fake")]["parts"]["mask_decoder"] == "fake-decoder"
+    assert rows[("visual_encoder", "fake-encoder")]["plugin"] == "fake-plugin"
+    assert rows[("visual_encoder", "none")]["plugin"] == "pixelagent.builtins"
+
+
+def test_plugins_table(fake, capsys):
+    code, out, _ = run_cli(capsys, "plugins")
+    assert code == 0 and "fake-decoder" in out and "fake-plugin" in out
+
+
+def test_segment_writes_mask_overlay_and_prints_targets(fake, scene_file, tmp_path, capsys):
+    mask_path, overlay_path = tmp_path / "mask.png", tmp_path / "overlay.png"
+    code, out, _ = run_cli(capsys, "segment", str(scene_file), "its blue label", "--turn", "the red bottle",
+                           "--preset", "fake", "--out", str(mask_path), "--overlay", str(overlay_path))
+    assert code == 0
+    assert "Sure, it is the blue region." in out and "'the blue region'" in out and "1200 px" in out
+    expected = fake.rectangle_mask("blue")
+    np.testing.assert_array_equal(Mask.from_png(mask_path).array, expected)
+    overlay = np.asarray(Image.open(overlay_path))
+    original = np.asarray(Image.open(scene_file))
+    assert overlay.shape == original.shape
+    assert (overlay[~expected] == original[~expected]).all() and (overlay[expected] != original[expected]).any()
+
+
+def test_segment_json_has_reply_history_and_intent(fake, scene_file, capsys):
+    code, out, _ = run_cli(capsys, "segment", str(scene_file), "the green word", "-t", "the red bottle",
+                           "-t", "the blue label", "-p", "fake", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["image_size"] == [96, 128]
+    assert [t["question"] for t in data["history"]] == ["the red bottle", "the blue label", "the green word"]
+    assert [f["relation"] for f in data["intent"]["focuses"]] == ["first", "refine", "refine"]
+    rle = data["reply"]["targets"][0]["mask"]
+    np.testing.assert_array_equal(Mask.from_rle(rle).array, fake.rectangle_mask("green"))
+
+
+def test_segment_without_target_writes_nothing(fake, scene_file, tmp_path, capsys):
+    code, out, err = run_cli(capsys, "segment", str(scene_file), "anything purple?", "-p", "fake",
+                             "--out", str(tmp_path / "m.png"))
+    assert code == 0 and "no target" in out and "no mask was written" in err
+    assert not (tmp_path / "m.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["segment", "missing.png", "x", "-p", "fake"], "missing.png: the file does not exist"),
+    (["segment", "{scene}", "x", "-p", "no-such-preset"], "unknown preset 'no-such-preset'; available:"),
+    (["segment"], "Missing argument"),
+    (["bogus"], "No such command"),
+])
+def test_errors_are_one_line_and_non_zero(fake, scene_file, capsys, args, message):
+    code, out, err = run_cli(capsys, *[a.format(scene=scene_file) for a in args])
+    assert code != 0
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_chat_keeps_history_and_runs_slash_commands(fake, scene_file, tmp_path, capsys, monkeypatch):
+    saved = tmp_path / "saved"
+    script = f"the red bottle\nits blue label\n/intent\n/save {saved}\n/reset\n/intent\n/help\n\n/quit\n"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(script))
+    code, out, _ = run_cli(capsys, "chat", str(scene_file), "--preset", "fake")
+    assert code == 0
+    assert "pixelagent> Sure, it is the red region." in out
+    assert "turn 2: 'the blue region' (refine, coarse)" in out
+    assert "dialogue and intent forgotten" in out and "no focus yet" in out and "/reset" in out
+    transcript = json.loads((saved / "session.json").read_text())
+    assert [t["question"] for t in transcript["history"]] == ["the red bottle", "its blue label"]
+    np.testing.assert_array_equal(Mask.from_png(saved / "turn02_mask.png").array, fake.rectangle_mask("blue"))
+    assert (saved / "turn01_overlay.png").exists()
+
+
+def test_chat_ends_at_end_of_input(fake, scene_file, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n"))
+    code, out, _ = run_cli(capsys, "chat", str(scene_file), "-p", "fake")
+    assert code == 0 and "I see 4 coloured regions." in out
+
+
+def test_version(capsys):
+    from pixelagent import __version__
+
+    assert run_cli(capsys, "--version")[:2] == (0, f"pixelagent {__version__}\n")
+
+
+def test_help_imports_no_torch():
+    probe = ("import sys\nfrom pixelagent.cli import main\ncode = main(['--help'])\n"
+             "heavy = sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules)\n"
+             "print('HEAVY', heavy, code)\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "Commands" in result.stdout and "segment" in result.stdout
+    assert "HEAVY [] 0" in result.stdout, result.stdout + result.stderr
