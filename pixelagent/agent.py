@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,9 +23,10 @@ class Agent:
     """A built model (one part of each kind) that opens conversations about images.
 
     Args:
-        preset: a registered preset name or alias, a :class:`~pixelagent.presets.Preset`, or
-            the path of a preset ``.yaml`` / ``.json`` file. ``None`` takes ``$PIXELAGENT_PRESET``,
-            else ``"miras-tiny"``.
+        preset: a registered preset name or alias, a :class:`~pixelagent.presets.Preset`, the
+            path of a preset ``.yaml`` / ``.json`` file, or a model directory written by
+            ``save_pretrained`` (its preset and trained weights). ``None`` takes
+            ``$PIXELAGENT_PRESET``, else ``"miras-tiny"``.
         **overrides: preset fields to replace, e.g. ``device="cpu"`` or
             ``llm={"settings": {"max_new_tokens": 64}}`` (merged into that part's settings).
 
@@ -37,6 +39,17 @@ class Agent:
         base = resolve_preset(preset, registry)
         self.preset: Preset = base.with_overrides(**overrides) if overrides else base
         self.parts: dict[str, Part] = registry.build(self.preset)
+        if self.preset.weights:
+            from pixelagent.nn.model import load_weights_into
+
+            load_weights_into(self.parts, self.preset)
+
+    @classmethod
+    def from_parts(cls, preset: Preset, parts: dict[str, Part]) -> Agent:
+        """An agent over parts you already hold (e.g. ``SegmentationModel.parts`` after training)."""
+        agent = cls.__new__(cls)
+        agent.preset, agent.parts = preset, dict(parts)
+        return agent
 
     def session(self, image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Session:
         """Open a conversation about ``image`` (a path, bytes, PIL image or numpy array).
@@ -66,4 +79,8 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
         preset = os.environ.get(PRESET_ENV) or DEFAULT_PRESET
     if looks_like_preset_file(preset):
         return load_preset_file(preset)
+    if Path(preset, "config.json").is_file():
+        from pixelagent.nn.model import read_preset
+
+        return read_preset(preset)
     return (registry or get_registry()).preset(str(preset)).preset

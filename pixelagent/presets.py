@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -43,6 +43,8 @@ class Preset(BaseModel):
 
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
     ``"cuda:N"`` or ``"mps"``; ``dtype`` ``"auto"`` means bfloat16 on CUDA and float32 elsewhere.
+    ``weights`` is a directory written by ``SegmentationModel.save_pretrained`` whose trained
+    weights are loaded over the freshly built parts.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -55,6 +57,7 @@ class Preset(BaseModel):
     mask_decoder: PartChoice
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    weights: Optional[str] = None
 
     def choice(self, kind: str) -> PartChoice:
         """The :class:`PartChoice` for ``kind`` (one of :data:`~pixelagent.parts.PART_KINDS`)."""

@@ -67,6 +67,16 @@ class Session:
             self._intent = IntentState()
             self._llm_state.clear()
 
+    def forget_caches(self) -> None:
+        """Drop the image encodings and the backbone's dialogue cache; keep history and intent.
+
+        The next turn recomputes everything, as stateless pipelines (LISA, GLaMM) do on every
+        turn. Useful to free memory held by an idle session, and to measure what caching buys.
+        """
+        with self._lock:
+            self._visual = self._image_embedding = _UNSET
+            self._llm_state.clear()
+
     # -- one turn ----------------------------------------------------------------------------
     def ask(self, question: str) -> Reply:
         """Answer ``question`` in the context of the earlier turns; segment what the reply names."""

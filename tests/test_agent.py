@@ -28,7 +28,8 @@ def test_environment_variable_picks_the_default(fake, monkeypatch):
 
 def test_default_preset_missing_says_what_exists(fake, monkeypatch):
     monkeypatch.delenv(PRESET_ENV, raising=False)
-    with pytest.raises(UnknownNameError, match="unknown preset 'miras-tiny'; available: .*fake"):
+    monkeypatch.setattr("pixelagent.agent.DEFAULT_PRESET", "not-installed")
+    with pytest.raises(UnknownNameError, match="unknown preset 'not-installed'; available: .*fake"):
         Agent()
 
 

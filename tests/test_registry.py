@@ -21,8 +21,8 @@ def test_unknown_names_list_what_is_available(fake):
     with pytest.raises(UnknownNameError) as info:
         get_registry().preset("nope")
     assert "'nope'" in str(info.value) and "fake" in str(info.value)
-    with pytest.raises(UnknownNameError, match="mask decoder 'sam'.*fake-decoder"):
-        get_registry().part("mask_decoder", "sam")
+    with pytest.raises(UnknownNameError, match="mask decoder 'no-such-decoder'.*fake-decoder"):
+        get_registry().part("mask_decoder", "no-such-decoder")
 
 
 def test_registry_follows_plugin_registration(fake):

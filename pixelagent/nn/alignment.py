@@ -1,0 +1,57 @@
+"""Alignment strategies that read ``[SEG]`` hidden states (LISA's and MIRAS's share this base)."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import torch
+from torch import nn
+
+from pixelagent.errors import PartError
+from pixelagent.nn.tokens import focus_spans
+from pixelagent.parts import AlignmentStrategy, DecoderPrompt, Generation
+
+
+class SegTokenAlignment(AlignmentStrategy, nn.Module):
+    """Hidden states of a reply → one 256-d decoder prompt per ``[SEG]`` token.
+
+    Subclasses implement :meth:`embed`. Hidden states follow the convention of
+    :mod:`pixelagent.nn.tokens` (the state of a token is the one that predicted it), so the same
+    :meth:`embed` serves generation (:meth:`align`) and teacher-forced training (:meth:`embed_batch`).
+
+    Args:
+        seg_id / obj_id: token ids of ``[SEG]`` and ``[OBJ]`` in the LLM's vocabulary.
+        decode: token ids → text, to name each target by its ``[OBJ]…[SEG]`` phrase.
+    """
+
+    def __init__(self, seg_id: int, obj_id: int | None, decode) -> None:
+        nn.Module.__init__(self)
+        self.seg_id, self.obj_id = seg_id, obj_id
+        self._decode = decode
+
+    @abstractmethod
+    def embed(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """hidden (T, d) and ids (T,) of one sequence → prompts (n_seg, 256), one per ``[SEG]``."""
+
+    def spans(self, ids: torch.Tensor) -> list[tuple[int, int]]:
+        return focus_spans(ids, self.seg_id, self.obj_id)
+
+    def embed_batch(self, hidden: torch.Tensor, ids: torch.Tensor) -> list[torch.Tensor]:
+        """(B, L, d), (B, L) → per sequence a tensor (n_i, 256)."""
+        return [self.embed(hidden[b], ids[b]) for b in range(hidden.shape[0])]
+
+    @torch.no_grad()
+    def align(self, generation: Generation, image_size: tuple[int, int]) -> list[DecoderPrompt]:
+        ids = generation.token_ids
+        if ids is None or generation.hidden_states is None:
+            raise PartError(f"{type(self).__name__} needs the LLM's token ids and hidden states; "
+                            "pair it with a local backbone such as llava-next")
+        spans = self.spans(ids)
+        if not spans:
+            return []
+        embeddings = self.embed(generation.hidden_states, ids.to(generation.hidden_states.device))
+        return [DecoderPrompt(phrase=self._phrase(ids, start, seg), embedding=embeddings[i])
+                for i, (start, seg) in enumerate(spans)]
+
+    def _phrase(self, ids: torch.Tensor, start: int, seg: int) -> str:
+        return self._decode(ids[start + 1:seg].tolist()).strip() if start < seg else ""

@@ -1,0 +1,25 @@
+"""Device and dtype names → torch objects, one place for the whole code base."""
+
+from __future__ import annotations
+
+import torch
+
+from pixelagent.errors import ConfigError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """``"float32"`` / ``"bfloat16"`` / ``"float16"`` → the torch dtype."""
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {name!r}; use one of {', '.join(_DTYPES)}") from None
+
+
+def torch_device(name: str) -> torch.device:
+    """A device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) → ``torch.device``."""
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ConfigError(f"unknown device {name!r}: {exc}") from None

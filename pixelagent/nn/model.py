@@ -1,0 +1,163 @@
+"""The four parts as one trainable model: paper eq. 8, save_pretrained / from_pretrained.
+
+Used by the training recipes and by :class:`pixelagent.Agent` to load trained weights. The
+parts keep their own trainable/frozen split (``requires_grad``); this module only composes them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from pixelagent.errors import ConfigError, PartError, WeightsNotFoundError
+from pixelagent.nn.losses import LossWeights, mask_losses
+from pixelagent.parts import PART_KINDS, Part
+from pixelagent.presets import Preset, parse_preset
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ADAPTER_DIR = "adapter"
+FORMAT = "pixelagent-segmentation-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SegSample:
+    """One training sample.
+
+    Attributes:
+        image: RGB uint8 (H, W, 3).
+        turns: ``(question, answer)`` pairs; answers carry ``[OBJ]phrase[SEG]`` markup.
+        masks: bool (n, H, W), one per ``[SEG]`` of the answers, in order (n may be 0).
+    """
+
+    image: np.ndarray
+    turns: list[tuple[str, str]]
+    masks: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1), dtype=bool))
+
+
+@dataclass
+class ModelOutput:
+    """Losses of one batch (scalars) and the mask logits, a list of (n_i, H_i, W_i)."""
+
+    loss: torch.Tensor
+    text_loss: torch.Tensor
+    bce_loss: torch.Tensor
+    dice_loss: torch.Tensor
+    mask_logits: list[torch.Tensor]
+
+
+class SegmentationModel(nn.Module):
+    """visual encoder + LLM + alignment + mask decoder, trained end to end with eq. 8."""
+
+    def __init__(self, parts: dict[str, Part], preset: Preset, weights: LossWeights = LossWeights()) -> None:
+        super().__init__()
+        for kind in PART_KINDS:
+            if not isinstance(parts[kind], nn.Module):
+                raise ConfigError(f"{kind} {preset.choice(kind).name!r} is not a torch module, so "
+                                  "the preset cannot be trained; pick neural parts")
+        self.visual_encoder, self.llm = parts["visual_encoder"], parts["llm"]
+        self.alignment, self.mask_decoder = parts["alignment"], parts["mask_decoder"]
+        self.preset = preset
+        self.weights = weights
+
+    @property
+    def parts(self) -> dict[str, Part]:
+        return {kind: getattr(self, kind) for kind in PART_KINDS}
+
+    def forward(self, samples: list[SegSample]) -> ModelOutput:
+        images = [s.image for s in samples]
+        visual = self.visual_encoder.encode_batch(images)
+        encoded = [self.llm.encode_dialogue(s.turns) for s in samples]
+        text = self.llm.forward_train([e[0] for e in encoded], [e[1] for e in encoded], visual)
+        prompts = self.alignment.embed_batch(text.hidden, text.ids)
+        _check_counts(prompts, samples)
+        logits = self.mask_decoder.predict_logits(self.mask_decoder.embed_batch(images), prompts)
+        targets = [torch.as_tensor(s.masks, device=l.device) for s, l in zip(samples, logits)]
+        bce, dice = mask_losses(logits, targets)
+        w = self.weights
+        loss = w.text * text.loss + w.bce * bce.to(text.loss.device) + w.dice * dice.to(text.loss.device)
+        return ModelOutput(loss, text.loss, bce, dice, logits)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` (the preset), ``model.safetensors`` and the LoRA ``adapter/``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "preset": self.preset.model_dump(mode="json")}
+        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        if hasattr(self.llm, "save_adapter"):
+            self.llm.save_adapter(str(directory / ADAPTER_DIR))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> SegmentationModel:
+        """Rebuild the parts from the saved preset (with ``overrides``, e.g. device) and load the weights."""
+        from pixelagent.registry import get_registry
+
+        preset = read_preset(directory)
+        if overrides:
+            preset = preset.with_overrides(**overrides)
+        model = cls(get_registry().build(preset), preset)
+        model.load_weights(directory)
+        return model
+
+    def load_weights(self, directory: str | os.PathLike) -> None:
+        """Load ``model.safetensors`` from ``directory`` into the parts (strict)."""
+        path = Path(directory) / WEIGHTS_FILE
+        if not path.is_file():
+            raise WeightsNotFoundError(f"no {WEIGHTS_FILE} in {directory}; it should be a directory "
+                                       "written by SegmentationModel.save_pretrained")
+        state = load_file(str(path))
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ConfigError(f"weights in {path} do not fit preset {self.preset.name!r}: "
+                              f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def merge_lora(self) -> None:
+        """Fold LoRA into the LLM weights; the saved preset then builds without adapters."""
+        self.llm.merge_lora()
+        settings = self.preset.llm.settings
+        lora = {**settings.get("lora", {}), "r": 0}
+        self.preset = self.preset.with_overrides(llm={"settings": {"lora": lora}})
+
+
+def read_preset(directory: str | os.PathLike) -> Preset:
+    """The preset stored in a saved model directory, with ``weights`` pointing at it."""
+    path = Path(directory) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise WeightsNotFoundError(f"cannot read {path}: {exc}; expected a directory written by "
+                                   "save_pretrained") from None
+    if config.get("format") != FORMAT:
+        raise ConfigError(f"{path} is not a pixelagent model (format {config.get('format')!r})")
+    if config.get("version", 0) > FORMAT_VERSION:
+        raise ConfigError(f"{path} was written by a newer pixelagent (format version "
+                          f"{config['version']}); upgrade pixelagent to load it")
+    return parse_preset({**config["preset"], "weights": str(directory)}, source=str(path))
+
+
+def load_weights_into(parts: dict[str, Part], preset: Preset) -> None:
+    """Load ``preset.weights`` into freshly built parts (the Agent's path to trained models)."""
+    SegmentationModel(parts, preset).load_weights(preset.weights)
+
+
+def _check_counts(prompts: list[torch.Tensor], samples: list[SegSample]) -> None:
+    for index, (p, s) in enumerate(zip(prompts, samples)):
+        if p.shape[0] != s.masks.shape[0]:
+            raise PartError(f"sample {index} has {p.shape[0]} [SEG] tokens in its answers but "
+                            f"{s.masks.shape[0]} masks; give one mask per [SEG], in order")

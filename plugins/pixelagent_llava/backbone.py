@@ -1,0 +1,280 @@
+"""The LLaVA-NeXT LLM backbone: dialogue + visual tokens → reply text and hidden states.
+
+We use the language model and the multimodal projector of an HF ``LlavaNextForConditionalGeneration``
+and feed it visual tokens made by the preset's visual encoder: one 336-px view (576 tokens) as
+LISA and the official MIRAS code do, not LLaVA-NeXT's any-resolution tiling. The checkpoint's
+own vision tower is therefore dropped after loading.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (DynamicCache, LlamaConfig, LlamaModel, LlavaNextConfig,
+                          LlavaNextForConditionalGeneration)
+from transformers.utils import logging as hf_logging
+
+from pixelagent.errors import ConfigError, WeightsNotFoundError
+from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
+from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
+from pixelagent.parts import Generation, LLMBackbone, LLMRequest
+from pixelagent_llava.settings import LlavaSettings
+from pixelagent_llava.template import Exchange, VicunaTemplate
+from pixelagent_llava.tokenizer import build_tiny_tokenizer, load_tokenizer
+
+SETTING = "llm.settings.pretrained"
+# transformers 5.x renamed LlamaModel.forward's `past_key_values` to `cache` (the old name warns).
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+TINY_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=4, max_position_embeddings=4096)
+
+
+@dataclass
+class TrainOutput:
+    """What ``forward_train`` returns.
+
+    Attributes:
+        loss: mean next-token cross-entropy over supervised (answer) tokens; 0 if there are none.
+        hidden: (B, L, d) last-layer states aligned with the tokens they predict
+            (see :mod:`pixelagent.nn.tokens`).
+        ids: (B, L) expanded token ids (visual positions -1, padding = pad id).
+        lengths: the unpadded length of each expanded sequence.
+    """
+
+    loss: torch.Tensor
+    hidden: torch.Tensor
+    ids: torch.Tensor
+    lengths: list[int]
+
+
+class LlavaBackbone(LLMBackbone, nn.Module):
+    """LLaVA-NeXT with ``[SEG]`` / ``[OBJ]``, LoRA, KV-cache reuse across turns and greedy decoding."""
+
+    def __init__(self, llava: LlavaNextForConditionalGeneration, tokenizer, settings: LlavaSettings) -> None:
+        nn.Module.__init__(self)
+        self.llava = llava
+        self.tokenizer = tokenizer
+        self.settings = settings
+        self.template = VicunaTemplate(tokenizer)
+        self.seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+        self.obj_id = tokenizer.convert_tokens_to_ids(OBJ_TOKEN)
+        self.hidden_size = llava.config.text_config.hidden_size
+        self.vision_dim = llava.config.vision_config.hidden_size
+
+    # -- pieces -------------------------------------------------------------------------------
+    @property
+    def language_model(self) -> nn.Module:
+        return self.llava.model.language_model
+
+    def project_visual(self, visual: torch.Tensor) -> torch.Tensor:
+        """Visual features (..., N, C_vis) → LLM input embeddings (..., N, d) via LLaVA's projector."""
+        projector = self.llava.model.multi_modal_projector
+        return projector(visual.to(projector.linear_1.weight.dtype))
+
+    def _embed(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
+        ids = torch.as_tensor(ids, device=self.llava.lm_head.weight.device)
+        return self.llava.get_input_embeddings()(ids)
+
+    def _expand(self, ids: list[int], labels: list[int], visual: torch.Tensor | None) -> Expanded:
+        ids_t = torch.tensor(ids, device=self.llava.lm_head.weight.device)
+        labels_t = torch.tensor(labels, device=ids_t.device)
+        embeds = self._embed(ids_t)
+        if visual is None:
+            return Expanded(embeds, ids_t, labels_t)
+        return expand_visual(ids_t, labels_t, embeds, self.project_visual(visual), self.template.image_id)
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def respond(self, request: LLMRequest) -> Generation:
+        """Greedy decoding of the next answer, reusing the dialogue's KV cache from earlier turns."""
+        state = request.state
+        # answers[i]: the exact ids we generated for history turn i (None: only its text is known)
+        answers: list[list[int] | None] = state.setdefault("answers", [])
+        if len(answers) != len(request.history):  # a history we did not produce: use its text
+            answers[:] = [None] * len(request.history)
+        exchanges = [Exchange(t.question, t.reply.raw_text, None if a is None else tuple(a))
+                     for t, a in zip(request.history, answers)]
+        ids, _ = self.template.encode([*exchanges, Exchange(request.question)])
+        cache, fed = state.get("cache"), state.get("fed", [])
+        if cache is None or ids[:len(fed)] != fed:
+            cache, fed = DynamicCache(), []
+        new = ids[len(fed):]
+        visual = request.visual if self.template.image_id in new else None
+        generated, hiddens = self._decode(self._expand(new, [-100] * len(new), visual).embeds, cache)
+        ended = bool(generated) and generated[-1] == self.template.eos_id
+        # the last emitted token was never fed back, so the cache holds all but it
+        state.update(cache=cache, fed=ids + generated[:-1])
+        answers.append(generated if ended else generated + [self.template.eos_id])
+        reply_ids = generated[:-1] if ended else generated
+        return Generation(
+            text=self.tokenizer.decode(reply_ids, skip_special_tokens=False),
+            hidden_states=torch.stack(hiddens[:len(reply_ids)]) if reply_ids else torch.zeros(0, self.hidden_size),
+            token_ids=torch.tensor(reply_ids, dtype=torch.long),
+        )
+
+    def _decode(self, embeds: torch.Tensor, cache: DynamicCache) -> tuple[list[int], list[torch.Tensor]]:
+        """Feed ``embeds`` (T, d) after ``cache``, then greedily emit tokens until ``</s>``.
+
+        Returns the emitted ids and, for each, the last-layer state that predicted it (d,).
+        """
+        generated: list[int] = []
+        hiddens: list[torch.Tensor] = []
+        step = embeds.unsqueeze(0)
+        for _ in range(self.settings.max_new_tokens):
+            out = self.language_model(inputs_embeds=step, use_cache=True, **{_CACHE_ARG: cache})
+            state = out.last_hidden_state[0, -1]
+            token = int(self.llava.lm_head(state).argmax())
+            generated.append(token)
+            hiddens.append(state)
+            if token == self.template.eos_id:
+                break
+            step = self._embed([token]).unsqueeze(0)
+        return generated, hiddens
+
+    # -- training -----------------------------------------------------------------------------
+    def encode_dialogue(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:
+        """Token ids and labels of ``(question, answer)`` turns (answers with their markup)."""
+        return self.template.encode([Exchange(q, a) for q, a in turns])
+
+    def forward_train(self, ids: list[list[int]], labels: list[list[int]],
+                      visual: torch.Tensor | None) -> TrainOutput:
+        """Teacher-forced pass over a batch; ``visual`` (B, N, C_vis) or None for text-only batches."""
+        rows = [self._expand(i, l, None if visual is None else visual[b])
+                for b, (i, l) in enumerate(zip(ids, labels))]
+        embeds, tokens, targets, mask = _pad(rows, self.tokenizer.pad_token_id)
+        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        logits = self.llava.lm_head(hidden[:, :-1]).float()
+        shifted = targets[:, 1:]
+        loss = (nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                                            ignore_index=-100)
+                if (shifted != -100).any() else logits.sum() * 0)
+        return TrainOutput(loss=loss, hidden=align_to_tokens(hidden), ids=tokens,
+                           lengths=[len(r.ids) for r in rows])
+
+    # -- LoRA ---------------------------------------------------------------------------------
+    def merge_lora(self) -> None:
+        """Fold the LoRA weights into the base weights and drop the adapters (in place)."""
+        from peft import PeftModel
+
+        if isinstance(self.language_model, PeftModel):
+            self.llava.model.language_model = self.language_model.merge_and_unload()
+            self.settings = self.settings.model_copy(update={"lora": self.settings.lora.model_copy(update={"r": 0})})
+
+    def save_adapter(self, directory: str) -> None:
+        """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors)."""
+        from peft import PeftModel
+
+        if isinstance(self.language_model, PeftModel):
+            self.language_model.save_pretrained(directory)
+
+
+def _pad(rows: list[Expanded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad expanded rows to (B, L, d) embeds, (B, L) ids, labels and attention mask."""
+    length = max(len(r.ids) for r in rows)
+    embeds = rows[0].embeds.new_zeros(len(rows), length, rows[0].embeds.shape[-1])
+    ids = rows[0].ids.new_full((len(rows), length), pad_id)
+    labels = rows[0].labels.new_full((len(rows), length), -100)
+    mask = rows[0].ids.new_zeros(len(rows), length)
+    for b, row in enumerate(rows):
+        n = len(row.ids)
+        embeds[b, :n], ids[b, :n], labels[b, :n], mask[b, :n] = row.embeds, row.ids, row.labels, 1
+    return embeds, ids, labels, mask
+
+
+# -- building -----------------------------------------------------------------------------------
+def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim: int) -> LlavaBackbone:
+    """Load (or, tiny, create) the model, add the special tokens, apply LoRA, set the trainable split."""
+    hf_logging.disable_progress_bar()
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        if settings.tiny and not _is_local_dir(settings.pretrained):
+            tokenizer = build_tiny_tokenizer()
+            llava = _tiny_llava(settings, len(tokenizer), vision_dim, tokenizer)
+        else:
+            tokenizer = load_tokenizer(settings.pretrained, SETTING)
+            llava = _load_llava(settings.pretrained, torch_dtype(dtype))
+        with warnings.catch_warnings():
+            # transformers' own resize calls its deprecated is_gradient_checkpointing; not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            llava.resize_token_embeddings(len(tokenizer))
+    _drop_vision_tower(llava)
+    if llava.config.vision_config.hidden_size != vision_dim:
+        raise ConfigError(
+            f"the visual encoder gives {vision_dim}-d features but the LLaVA projector expects "
+            f"{llava.config.vision_config.hidden_size}-d; pick a matching visual encoder")
+    backbone = LlavaBackbone(llava, tokenizer, settings)
+    _apply_lora(backbone, settings)
+    _set_trainable(backbone)
+    # eval: inference is the default use (no LoRA dropout); training recipes call .train()
+    return backbone.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()
+
+
+def _is_local_dir(path: str | None) -> bool:
+    import os
+
+    return bool(path) and os.path.isdir(path)
+
+
+def _tiny_llava(settings: LlavaSettings, vocab: int, vision_dim: int, tokenizer) -> LlavaNextForConditionalGeneration:
+    text = LlamaConfig(vocab_size=vocab, **{**TINY_TEXT, **settings.tiny_config},
+                       bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id)
+    vision = dict(model_type="clip_vision_model", hidden_size=vision_dim, intermediate_size=vision_dim * 2,
+                  num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=8)
+    config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=[[16, 16]],
+                             image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
+    return LlavaNextForConditionalGeneration(config)
+
+
+def _load_llava(source: str | None, dtype: torch.dtype) -> LlavaNextForConditionalGeneration:
+    if not source:
+        raise WeightsNotFoundError(f"no LLaVA checkpoint given; set {SETTING} to a local directory "
+                                   "or hub id such as llava-hf/llava-v1.6-vicuna-7b-hf")
+    try:
+        return LlavaNextForConditionalGeneration.from_pretrained(source, dtype=dtype)
+    except (OSError, ValueError) as exc:
+        raise WeightsNotFoundError(
+            f"cannot load LLaVA-NeXT weights from {source!r} ({type(exc).__name__}); download "
+            f"the checkpoint (e.g. llava-hf/llava-v1.6-vicuna-7b-hf) and point {SETTING} at its "
+            "local directory") from None
+
+
+def _drop_vision_tower(llava: LlavaNextForConditionalGeneration) -> None:
+    # The preset's visual encoder makes the visual tokens; LLaVA's own tower would only cost memory.
+    if getattr(llava.model, "vision_tower", None) is not None:
+        llava.model.vision_tower = None
+
+
+def _apply_lora(backbone: LlavaBackbone, settings: LlavaSettings) -> None:
+    if settings.lora.r == 0:
+        return
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
+                        target_modules=settings.lora.targets, bias="none")
+    backbone.llava.model.language_model = get_peft_model(backbone.language_model, config)
+
+
+def _set_trainable(backbone: LlavaBackbone) -> None:
+    """DESIGN §2: LoRA, lm_head and embed_tokens train; the rest of the LLM and the projector do not."""
+    for name, param in backbone.named_parameters():
+        param.requires_grad_("lora_" in name)
+    backbone.llava.lm_head.requires_grad_(True)
+    backbone.llava.get_input_embeddings().requires_grad_(True)
+
+
+def build_from_settings(settings: LlavaSettings, context: Any) -> LlavaBackbone:
+    """The registry builder: the projector's input width comes from the preset's visual encoder."""
+    encoder = context.parts["visual_encoder"]
+    vision_dim = getattr(encoder, "out_dim", None)
+    if vision_dim is None:
+        raise ConfigError("the llava-next backbone needs a visual encoder with an out_dim "
+                          f"(got {type(encoder).__name__}); use clip or miras-dual")
+    return build_backbone(settings, context.device, context.dtype, vision_dim)

@@ -1,0 +1,61 @@
+"""Settings of the LLaVA plugin's parts (light: no torch, so the plugin loads fast)."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LoraSettings(BaseModel):
+    """LoRA on the LLM (DESIGN §2: r 8, alpha 16, dropout 0.05 on q_proj / v_proj). r=0 disables it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=0)
+    alpha: int = 16
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    targets: list[str] = ["q_proj", "v_proj"]
+
+
+class LlavaSettings(BaseModel):
+    """The LLaVA-NeXT backbone.
+
+    Attributes:
+        pretrained: local directory or hub id of an HF LLaVA-NeXT checkpoint
+            (``llava-hf/llava-v1.6-vicuna-7b-hf``); ignored when ``tiny`` unless it is a directory.
+        tiny: build a small random-initialised model (CPU tests, the shipped miras-tiny).
+        tiny_config: LlamaConfig overrides for the tiny model (hidden_size, num_hidden_layers, ...).
+        max_new_tokens: generation stops there if no ``</s>`` came first.
+        lora: LoRA settings, applied at build so trained checkpoints load into the same shape.
+        seed: random-initialisation seed for the tiny model and the new token embeddings.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: Optional[str] = "llava-hf/llava-v1.6-vicuna-7b-hf"
+    tiny: bool = False
+    tiny_config: dict[str, Any] = {}
+    max_new_tokens: int = Field(256, ge=1)
+    lora: LoraSettings = LoraSettings()
+    seed: int = 0
+
+
+class ClipEncoderSettings(BaseModel):
+    """Settings of the ``clip`` visual encoder.
+
+    Attributes:
+        pretrained: local checkpoint directory or hub id. With ``tiny`` it is used only if it
+            is a local directory (a tiny checkpoint saved with ``save_pretrained``).
+        tiny: a random-init tiny CLIP (64 px, 64 tokens of 64-d) for CPU tests.
+        image_size: input side in pixels; must match the checkpoint (no position-embedding
+            interpolation). Left unset with ``tiny``, the tiny model's 64 px is used.
+        seed: seed of the tiny random init.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pretrained: Optional[str] = "openai/clip-vit-large-patch14-336"
+    tiny: bool = False
+    image_size: int = Field(336, gt=0)
+    seed: int = 0

@@ -1,0 +1,75 @@
+"""The vicuna-v1 conversation template of LLaVA-v1.6-vicuna (and LISA), as token segments.
+
+Text form::
+
+    {system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...
+
+The conversation is tokenized piece by piece (prompt pieces and answer pieces), and training
+and inference use the same pieces, so a dialogue's tokens are identical whether it was
+generated turn by turn or read from a dataset. That is what lets a session keep the key/value
+cache of the dialogue so far and only run the new turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from pixelagent_llava.tokenizer import IMAGE_TOKEN
+
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
+          "The assistant gives helpful, detailed, and polite answers to the human's questions.")
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One turn: the question, and the answer as text or as the exact token ids generated."""
+
+    question: str
+    answer: str | None = None
+    answer_ids: tuple[int, ...] | None = None
+
+
+class VicunaTemplate:
+    """Turns exchanges into token ids and labels (answers supervised, prompts not)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.tokenizer = tokenizer
+        self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.eos_id = tokenizer.eos_token_id
+        self.bos_id = tokenizer.bos_token_id
+
+    def _text(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def prompt_ids(self, question: str, first: bool) -> list[int]:
+        """The user piece of a turn, ending with ``ASSISTANT:`` (the first carries the image)."""
+        if not first:
+            return self._text(f"USER: {question} ASSISTANT:")
+        head = [self.bos_id] if self.bos_id is not None else []
+        return head + self._text(f"{SYSTEM} USER: ") + [self.image_id] + self._text(f"\n{question} ASSISTANT:")
+
+    def answer_ids(self, exchange: Exchange) -> list[int]:
+        """The assistant piece: the generated ids as they were, or the answer text + ``</s>``."""
+        if exchange.answer_ids is not None:
+            return list(exchange.answer_ids)
+        return self._text(f" {exchange.answer}") + [self.eos_id]
+
+    def encode(self, exchanges: Sequence[Exchange]) -> tuple[list[int], list[int]]:
+        """Ids and labels of a whole dialogue; the last exchange may have no answer yet.
+
+        Labels are -100 on prompt pieces, the ids themselves on answer pieces.
+        """
+        ids: list[int] = []
+        labels: list[int] = []
+        for index, exchange in enumerate(exchanges):
+            prompt = self.prompt_ids(exchange.question, first=index == 0)
+            ids += prompt
+            labels += [-100] * len(prompt)
+            if exchange.answer is not None or exchange.answer_ids is not None:
+                answer = self.answer_ids(exchange)
+                ids += answer
+                labels += answer
+        return ids, labels

@@ -1,0 +1,60 @@
+"""pixelagent plugin: MIRAS — the dual visual encoder, semantic region alignment, ``miras`` presets.
+
+MIRAS = ConvNeXt-L @768 + CLIP-L/14 @336 fused by cross-attention (eq. 4) + LLaVA-v1.6 +
+``[OBJ]…[SEG]`` semantic region alignment (eq. 6) + SAM ViT-H.
+"""
+
+from __future__ import annotations
+
+from pixelagent import hookimpl
+from pixelagent_miras.settings import DualEncoderSettings, RegionAlignmentSettings
+
+
+def _build_dual(settings: DualEncoderSettings, context):
+    from pixelagent_miras.dual_encoder import DualVisualEncoder
+
+    return DualVisualEncoder.build(settings, context.device, context.dtype)
+
+
+def _build_region_alignment(settings: RegionAlignmentSettings, context):
+    import torch
+
+    from pixelagent.nn.device import torch_device, torch_dtype
+    from pixelagent_miras.region_alignment import SemanticRegionAlignment
+
+    llm, decoder = context.parts["llm"], context.parts["mask_decoder"]
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed)
+        module = SemanticRegionAlignment(llm.hidden_size, llm.seg_id, llm.obj_id, llm.tokenizer.decode,
+                                         prompt_dim=decoder.prompt_dim, heads=settings.heads)
+    return module.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
+
+
+@hookimpl
+def register_visual_encoders(register):
+    register("miras-dual", _build_dual, aliases=("dual",), settings=DualEncoderSettings,
+             description="ConvNeXt-L @768 + CLIP-L/14 @336, cross-attention fusion + MLP residual")
+
+
+@hookimpl
+def register_alignment_strategies(register):
+    register("semantic-region", _build_region_alignment, aliases=("sra",), settings=RegionAlignmentSettings,
+             description="[SEG] attends over the [OBJ]…[SEG] span (8 heads, 256-d) → Linear(256, 256)")
+
+
+LLAVA_7B = "llava-hf/llava-v1.6-vicuna-7b-hf"
+
+
+@hookimpl
+def register_presets(register):
+    register({"name": "miras", "description": "MIRAS: dual encoder + LLaVA-v1.6-7B + semantic region alignment + SAM ViT-H",
+              "visual_encoder": {"name": "miras-dual"},
+              "llm": {"name": "llava-next", "settings": {"pretrained": LLAVA_7B}},
+              "alignment": "semantic-region",
+              "mask_decoder": {"name": "sam", "settings": {"size": "vit_h", "checkpoint": "sam_vit_h_4b8939.pth"}}},
+             aliases=("miras-7b",))
+    register({"name": "miras-tiny", "description": "MIRAS architecture at a CPU size (random init)",
+              "visual_encoder": {"name": "miras-dual", "settings": {"tiny": True}},
+              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 32}},
+              "alignment": {"name": "semantic-region", "settings": {"heads": 8}},
+              "mask_decoder": {"name": "sam", "settings": {"size": "tiny"}}})

@@ -1,0 +1,228 @@
+"""The ``sam`` mask decoder part: SAM's frozen image encoder + prompt encoder, trainable decoder.
+
+Inference (one image, many prompts, no gradients)::
+
+    embedding = part.embed_image(image)                  # SamImageEmbedding (1, 256, e, e)
+    part.decode(embedding, [DecoderPrompt("x", embedding=v)], (H, W))  # [MaskPrediction]
+
+Training (gradients through the mask decoder and into the prompt embeddings)::
+
+    embeddings = part.embed_batch(images)                # (B, 256, e, e), no gradients
+    logits = part.predict_logits(embeddings, [p_1, ..., p_B])  # p_i: (n_i, 256) → (n_i, H_i, W_i)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from pixelagent.errors import InputError, PartError, WeightsNotFoundError
+from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.parts import DecoderPrompt, MaskDecoder, MaskPrediction
+
+from .checkpoint import missing_weights_message
+from .modeling import build_sam_model
+from .settings import SamSettings
+from .transforms import Size, box_to_input_frame, postprocess_logits, preprocess
+
+
+@dataclass
+class SamImageEmbedding:
+    """SAM image embeddings of B images, with the sizes needed to map masks back.
+
+    Attributes:
+        embedding: (B, 256, e, e) in the module's dtype and device (e = 64; 16 for tiny).
+        input_sizes: per image, the resized (h, w) inside the padded square input.
+        original_sizes: per image, the original (H, W).
+    """
+
+    embedding: torch.Tensor
+    input_sizes: list[Size]
+    original_sizes: list[Size]
+
+    @property
+    def input_size(self) -> Size:
+        """The resized (h, w) of a single-image embedding."""
+        return self._single(self.input_sizes)
+
+    @property
+    def original_size(self) -> Size:
+        """The original (H, W) of a single-image embedding."""
+        return self._single(self.original_sizes)
+
+    def _single(self, sizes: list[Size]) -> Size:
+        if len(sizes) != 1:
+            raise PartError(f"expected the SAM embedding of one image, got {len(sizes)} images")
+        return sizes[0]
+
+
+class SamMaskDecoder(MaskDecoder, nn.Module):
+    """SAM as a pixelagent mask decoder; ``sam`` is a ``segment_anything.modeling.Sam``.
+
+    State-dict keys are ``sam.image_encoder.*``, ``sam.prompt_encoder.*``, ``sam.mask_decoder.*``.
+    The image and prompt encoders are frozen, the mask decoder trains (DESIGN §2).
+
+    Attributes:
+        prompt_dim: channels of a prompt token / the image embedding (256).
+        image_size: side of the square input (1024; 128 for tiny).
+    """
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.sam = sam
+        self.prompt_dim: int = sam.prompt_encoder.embed_dim
+        self.image_size: int = sam.image_encoder.img_size
+        self.sam.image_encoder.requires_grad_(False)
+        self.sam.prompt_encoder.requires_grad_(False)
+        self.sam.mask_decoder.requires_grad_(True)
+        self._keep_positional_encoding_float32()
+
+    @property
+    def device(self) -> torch.device:
+        return self.sam.mask_decoder.iou_token.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.sam.mask_decoder.iou_token.weight.dtype
+
+    def _apply(self, fn: Any, recurse: bool = True) -> SamMaskDecoder:
+        # Every .to() / .half() / .bfloat16() ends here; undo the cast of the positional encoding.
+        super()._apply(fn, recurse)
+        self._keep_positional_encoding_float32()
+        return self
+
+    def _keep_positional_encoding_float32(self) -> None:
+        # segment-anything multiplies float32 coordinates by this (2, 128) matrix, which fails
+        # once it is bf16; float32 also keeps sin(2π·x·G) accurate. The outputs are cast to the
+        # module dtype where they are used.
+        pe = self.sam.prompt_encoder.pe_layer
+        pe.positional_encoding_gaussian_matrix = pe.positional_encoding_gaussian_matrix.float()
+
+    # -- image embeddings ---------------------------------------------------------------------
+    @torch.no_grad()
+    def embed_image(self, image: np.ndarray) -> SamImageEmbedding:
+        """RGB uint8 (H, W, 3) → its embedding (1, 256, e, e) and sizes."""
+        return self.embed_batch([image])
+
+    @torch.no_grad()
+    def embed_batch(self, images: Sequence[np.ndarray]) -> SamImageEmbedding:
+        """B RGB uint8 images (any sizes) → embeddings (B, 256, e, e); the encoder is frozen."""
+        if len(images) == 0:
+            raise InputError("embed_batch needs at least one image")
+        embeddings, input_sizes = [], []
+        for image in images:
+            # One image at a time, as LISA does: the global-attention blocks of ViT-H hold a
+            # (16, 4096, 4096) attention map per image, which a whole batch would multiply.
+            pixels, input_size = preprocess(image, self.image_size, self.device)
+            embeddings.append(self.sam.image_encoder(pixels.unsqueeze(0).to(self.dtype)))
+            input_sizes.append(input_size)
+        original_sizes = [(int(image.shape[0]), int(image.shape[1])) for image in images]
+        return SamImageEmbedding(torch.cat(embeddings), input_sizes, original_sizes)
+
+    # -- inference ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def decode(
+        self, image_embedding: SamImageEmbedding, prompts: list[DecoderPrompt], image_size: tuple[int, int]
+    ) -> list[MaskPrediction]:
+        """One bool mask at the original (H, W) per prompt, scored by SAM's predicted IoU.
+
+        A prompt's ``box`` (XYXY, original pixels) becomes SAM's two box-corner tokens and its
+        ``embedding`` (256,) one more sparse token, as LISA does; a prompt may carry both.
+        """
+        original_size = image_embedding.original_size
+        if tuple(image_size) != original_size:
+            raise PartError(f"decode got image size {tuple(image_size)} for an embedding of a "
+                            f"{original_size} image; embed this image first")
+        return [self._decode_one(image_embedding, prompt) for prompt in prompts]
+
+    def _decode_one(self, image_embedding: SamImageEmbedding, prompt: DecoderPrompt) -> MaskPrediction:
+        tokens = self._prompt_tokens(prompt, image_embedding.original_size).unsqueeze(0)
+        low_res, iou = self._run_decoder(image_embedding.embedding, tokens)
+        logits = postprocess_logits(low_res, image_embedding.input_size, image_embedding.original_size,
+                                    self.image_size)
+        return MaskPrediction(mask=(logits[0] > 0.0).cpu().numpy(),
+                              score=float(iou.float().clamp(0.0, 1.0)[0, 0]))
+
+    def _prompt_tokens(self, prompt: DecoderPrompt, original_size: Size) -> torch.Tensor:
+        """A prompt → its sparse tokens (k, 256): 2 box-corner tokens and/or 1 embedding token."""
+        tokens = []
+        if prompt.box is not None:
+            box = box_to_input_frame(prompt.box, original_size, self.image_size)
+            boxes = torch.tensor([box], dtype=torch.float32, device=self.device)
+            corners, _ = self.sam.prompt_encoder(points=None, boxes=boxes, masks=None)  # (1, 2, 256)
+            tokens.append(corners[0].to(self.dtype))
+        if prompt.embedding is not None:
+            tokens.append(self._embedding_token(prompt.embedding))
+        if not tokens:
+            raise PartError(f"the prompt for {prompt.phrase!r} has neither an embedding nor a box")
+        return torch.cat(tokens)
+
+    def _embedding_token(self, embedding: Any) -> torch.Tensor:
+        token = torch.as_tensor(embedding).to(device=self.device, dtype=self.dtype)
+        if token.numel() != self.prompt_dim:
+            raise PartError(f"a SAM prompt embedding must have {self.prompt_dim} values, "
+                            f"got shape {tuple(token.shape)}")
+        return token.reshape(1, self.prompt_dim)
+
+    # -- training -----------------------------------------------------------------------------
+    def predict_logits(
+        self, embeddings: SamImageEmbedding, prompt_embeddings: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """Mask logits (n_i, H_i, W_i), float32 on the module's device, for (n_i, 256) prompts
+        per image; differentiable w.r.t. the mask decoder and the prompt embeddings."""
+        if len(prompt_embeddings) != embeddings.embedding.shape[0]:
+            raise PartError(f"predict_logits got prompts for {len(prompt_embeddings)} images and "
+                            f"embeddings of {embeddings.embedding.shape[0]}")
+        return [self._logits_one(embeddings, i, prompts) for i, prompts in enumerate(prompt_embeddings)]
+
+    def _logits_one(self, embeddings: SamImageEmbedding, i: int, prompts: torch.Tensor) -> torch.Tensor:
+        original_size = embeddings.original_sizes[i]
+        if prompts.ndim != 2 or prompts.shape[1] != self.prompt_dim:
+            raise PartError(f"prompt embeddings must be (n, {self.prompt_dim}), got {tuple(prompts.shape)}")
+        if prompts.shape[0] == 0:
+            return torch.zeros((0, *original_size), device=self.device)
+        tokens = prompts.to(device=self.device, dtype=self.dtype).unsqueeze(1)  # (n, 1, 256)
+        low_res, _ = self._run_decoder(embeddings.embedding[i : i + 1], tokens)
+        return postprocess_logits(low_res, embeddings.input_sizes[i], original_size, self.image_size)
+
+    # -- shared -------------------------------------------------------------------------------
+    def _run_decoder(
+        self, embedding: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image's embedding (1, 256, e, e) and n prompts' tokens (n, k, 256) → low-res
+        logits (n, 1, 4e, 4e) and predicted IoU (n, 1); single-mask output, no mask prompt."""
+        encoder = self.sam.prompt_encoder
+        e_h, e_w = encoder.image_embedding_size
+        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(tokens.shape[0], -1, e_h, e_w)
+        return self.sam.mask_decoder(
+            image_embeddings=embedding,
+            image_pe=encoder.get_dense_pe().to(self.dtype),
+            sparse_prompt_embeddings=tokens,
+            dense_prompt_embeddings=no_mask,
+            multimask_output=False,
+        )
+
+
+def build_sam_decoder(settings: SamSettings | dict[str, Any], context: Any) -> SamMaskDecoder:
+    """The registry's builder: a :class:`SamMaskDecoder` in eval mode on the preset's device/dtype."""
+    if not isinstance(settings, SamSettings):
+        settings = SamSettings.model_validate(settings)
+    decoder = SamMaskDecoder(sam_from_settings(settings))
+    decoder.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
+    return decoder.eval()
+
+
+def sam_from_settings(settings: SamSettings) -> nn.Module:
+    """The ``Sam`` the settings describe: from the checkpoint, or seeded random weights (tiny,
+    or any size with ``random_init``); a full size with neither raises WeightsNotFoundError."""
+    if settings.checkpoint is None and settings.size != "tiny" and not settings.random_init:
+        raise WeightsNotFoundError(missing_weights_message(settings.size))
+    # Seed a private copy of the CPU generator: identical builds, the caller's RNG untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        return build_sam_model(settings.size, settings.checkpoint)

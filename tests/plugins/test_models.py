@@ -1,0 +1,169 @@
+"""MIRAS and LISA end to end at tiny size: eq. 8 training, persistence, sessions with masks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import fake_plugin
+from pixelagent import Agent, Mask
+from pixelagent.nn.model import SegmentationModel, SegSample
+from pixelagent.registry import get_registry
+
+PRESETS = ["miras-tiny", "lisa-tiny"]
+QUESTION, ANSWER = "What is red here?", "It is [OBJ]the red region[SEG]."
+
+
+def build(name):
+    registry = get_registry()
+    preset = registry.preset(name).preset.with_overrides(device="cpu")
+    return SegmentationModel(registry.build(preset), preset)
+
+
+def batch():
+    image = fake_plugin.make_scene()
+    red, blue = fake_plugin.rectangle_mask("red")[None], fake_plugin.rectangle_mask("blue")[None]
+    return [SegSample(image, [(QUESTION, ANSWER)], red),
+            SegSample(image, [("And the blue one?", "Sure, [OBJ]the blue region[SEG].")], blue)]
+
+
+def eval_loss(model, samples):
+    model.eval()
+    with torch.no_grad():
+        return model(samples).loss.item()
+
+
+@pytest.fixture(scope="module", params=PRESETS)
+def trained(request):
+    """A tiny model overfitted for 40 steps on one dialogue: it answers with the markup."""
+    torch.manual_seed(0)
+    model = build(request.param)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+    model.train()
+    for _ in range(40):
+        loss = model(batch()[:1]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_forward_backward_reaches_the_trainable_parts_only(name):
+    model = build(name)
+    model.train()
+    out = model(batch())
+    assert torch.isfinite(out.loss) and [tuple(l.shape) for l in out.mask_logits] == [(1, 96, 128)] * 2
+    expected = 1.0 * out.text_loss + 2.0 * out.bce_loss + 0.5 * out.dice_loss
+    assert torch.allclose(out.loss, expected)
+    out.loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    reached = {n: g is not None for n, g in grads.items()
+               if n.startswith(("alignment.", "mask_decoder.sam.mask_decoder.")) and "iou_prediction_head" not in n}
+    assert reached and all(reached.values())  # (eq. 8 has no IoU term: SAM's IoU head gets none, as in LISA)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith("mask_decoder.sam.image_encoder.") for n in frozen)
+    assert any(n.startswith("mask_decoder.sam.prompt_encoder.") for n in frozen)
+    assert any(n.startswith("visual_encoder.clip.") for n in frozen)
+    assert all(p.grad is None for n, p in model.named_parameters() if n in frozen)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_one_optimiser_step_lowers_the_loss(name):
+    torch.manual_seed(0)
+    model = build(name)
+    samples = batch()
+    before = eval_loss(model, samples)
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.0)
+    model.train()
+    loss = model(samples).loss
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    assert eval_loss(model, samples) < before
+
+
+def test_semantic_region_alignment_is_a_registered_trained_module():
+    model = build("miras-tiny")
+    keys = model.state_dict().keys()
+    assert "alignment.attention.in_proj_weight" in keys and "alignment.out.weight" in keys
+    assert model.alignment.attention.num_heads == 8 and model.alignment.attention.embed_dim == 256
+    model.train()
+    model(batch()).loss.backward()
+    assert model.alignment.attention.in_proj_weight.grad.abs().sum() > 0
+    assert model.alignment.out.weight.grad.abs().sum() > 0
+
+
+def test_trainable_split_matches_the_design():
+    model = build("miras-tiny")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    allowed = ("alignment.", "mask_decoder.sam.mask_decoder.", "visual_encoder.fusion.")
+    for name in trainable:
+        assert name.startswith(allowed) or "lora_" in name or "lm_head" in name or "embed_tokens" in name, name
+    assert any("lora_A" in n for n in trainable)
+
+
+def test_trained_sessions_answer_with_masks_and_encode_once(trained, monkeypatch):
+    agent = Agent.from_parts(trained.preset, trained.parts)
+    calls = {"encode": 0, "embed": 0}
+    encode, embed = agent.parts["visual_encoder"].encode, agent.parts["mask_decoder"].embed_image
+
+    def count(key, fn):
+        def wrapped(*args):
+            calls[key] += 1
+            return fn(*args)
+        return wrapped
+
+    monkeypatch.setattr(agent.parts["visual_encoder"], "encode", count("encode", encode))
+    monkeypatch.setattr(agent.parts["mask_decoder"], "embed_image", count("embed", embed))
+    session = agent.session(fake_plugin.make_scene())
+    replies = [session.ask(QUESTION if i % 2 == 0 else "And again?") for i in range(8)]
+    assert calls == {"encode": 1, "embed": 1}
+    first = replies[0]
+    assert first.raw_text.strip() == ANSWER and first.text == "It is the red region."
+    assert first.targets[0].phrase == "the red region" and first.mask.shape == (96, 128)
+    assert first.mask.iou(Mask(fake_plugin.rectangle_mask("red"))) > 0.9
+    assert all(r.mask is None or r.mask.shape == (96, 128) for r in replies)
+
+
+def test_save_and_load_give_identical_outputs(trained, tmp_path):
+    samples = batch()
+    trained.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["preset"]["name"] == trained.preset.name
+    adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"], adapter["lora_dropout"]) == (8, 16, 0.05)
+    assert set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    loaded = SegmentationModel.from_pretrained(tmp_path, device="cpu").eval()
+    with torch.no_grad():
+        a, b = trained(samples), loaded(samples)
+    assert torch.equal(a.loss, b.loss)
+    assert all(torch.equal(x, y) for x, y in zip(a.mask_logits, b.mask_logits))
+    reply = Agent(str(tmp_path)).session(fake_plugin.make_scene()).ask(QUESTION)
+    assert reply.phrases == ["the red region"]
+
+
+def test_merged_lora_gives_the_same_masks(trained, tmp_path):
+    samples = batch()[:1]
+    with torch.no_grad():
+        before = trained(samples).mask_logits[0]
+    trained.save_pretrained(tmp_path / "unmerged")
+    model = SegmentationModel.from_pretrained(tmp_path / "unmerged", device="cpu").eval()
+    model.merge_lora()
+    assert not any("lora_" in n for n, _ in model.named_parameters())
+    model.save_pretrained(tmp_path / "merged")
+    merged = SegmentationModel.from_pretrained(tmp_path / "merged", device="cpu").eval()
+    with torch.no_grad():
+        after = merged(samples).mask_logits[0]
+    assert torch.allclose(before, after, atol=1e-4)
+
+
+def test_missing_full_size_weights_name_the_file_and_the_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from pixelagent.errors import WeightsNotFoundError
+
+    with pytest.raises(WeightsNotFoundError) as info:
+        Agent("miras", device="cpu")
+    message = str(info.value)
+    assert "settings" in message  # names the setting to point at local weights
