@@ -34,6 +34,7 @@ def build_app() -> typer.Typer:
     app.command("plugins")(plugins_command)
     app.command("segment")(segment_command)
     app.command("chat")(chat_command)
+    app.add_typer(_recipe_app(), name="recipe")
     load_plugins()
     pm.hook.register_commands(cli=app)
     return app
@@ -65,6 +66,8 @@ def plugins_command(as_json: bool = typer.Option(False, "--json", help="Machine-
     for row in listing["parts"] + listing["presets"]:
         table.add_row(row["kind"], row["name"], ", ".join(row["aliases"]), row["plugin"], row["description"])
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped output: no need to squeeze into 80 columns
     console.print(table)
     for name, why in listing["failed"].items():
         console.print(f"plugin {name!r} failed to load: {why}", style="red", markup=False)
@@ -212,12 +215,47 @@ def _save_session(session: Session, folder: Path) -> Path:
     return folder
 
 
+# -- recipes ------------------------------------------------------------------------------------
+def _recipe_app() -> typer.Typer:
+    recipe_app = typer.Typer(help="Run a training / evaluation / benchmark recipe from recipes/.",
+                             no_args_is_help=False)
+
+    @recipe_app.command("list")
+    def list_command(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+        """List the recipes and what each does."""
+        from pixelagent.recipes import list_recipes
+
+        recipes = list_recipes()
+        if as_json:
+            typer.echo(json.dumps(recipes, indent=2))
+        for name, summary in ([] if as_json else recipes.items()):
+            typer.echo(f"{name:28} {summary}")
+
+    @recipe_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                        hidden=True)
+    def run_command(ctx: typer.Context, name: str) -> None:
+        """Run recipe NAME with the remaining arguments."""
+        from pixelagent.recipes import run_recipe
+
+        raise typer.Exit(run_recipe(name, list(ctx.args)))
+
+    return recipe_app
+
+
+def _route_recipe(argv: list[str]) -> list[str]:
+    """``recipe NAME args`` → ``recipe run NAME args`` (so recipes take any arguments)."""
+    if len(argv) >= 2 and argv[0] == "recipe" and argv[1] not in {"list", "run", "--help", "-h"}:
+        return ["recipe", "run", *argv[1:]]
+    return argv
+
+
 # -- entry point ----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one line on stderr and exit non-zero."""
     debug = os.environ.get(DEBUG_ENV, "") not in {"", "0"}
     try:
-        result = build_app()(args=argv, prog_name="pixelagent", standalone_mode=False)
+        args = _route_recipe(list(sys.argv[1:] if argv is None else argv))
+        result = build_app()(args=args, prog_name="pixelagent", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:
         return exc.exit_code

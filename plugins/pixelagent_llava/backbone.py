@@ -8,6 +8,7 @@ own vision tower is therefore dropped after loading.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -200,9 +201,7 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
         else:
             tokenizer = load_tokenizer(settings.pretrained, SETTING)
             llava = _load_llava(settings.pretrained, torch_dtype(dtype))
-        with warnings.catch_warnings():
-            # transformers' own resize calls its deprecated is_gradient_checkpointing; not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        with _library_deprecations_silenced():
             llava.resize_token_embeddings(len(tokenizer))
     _drop_vision_tower(llava)
     if llava.config.vision_config.hidden_size != vision_dim:
@@ -214,6 +213,15 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
     _set_trainable(backbone)
     # eval: inference is the default use (no LoRA dropout); training recipes call .train()
     return backbone.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()
+
+
+@contextlib.contextmanager
+def _library_deprecations_silenced():
+    # transformers' resize and peft's wrapper call transformers' deprecated
+    # is_gradient_checkpointing; a warning users can do nothing about
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
 
 
 def _is_local_dir(path: str | None) -> bool:
@@ -259,7 +267,8 @@ def _apply_lora(backbone: LlavaBackbone, settings: LlavaSettings) -> None:
 
     config = LoraConfig(r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
                         target_modules=settings.lora.targets, bias="none")
-    backbone.llava.model.language_model = get_peft_model(backbone.language_model, config)
+    with _library_deprecations_silenced():
+        backbone.llava.model.language_model = get_peft_model(backbone.language_model, config)
 
 
 def _set_trainable(backbone: LlavaBackbone) -> None:

@@ -1,0 +1,1 @@
+"""PRIST-style data: the canonical record format, loaders and converters, PRIST-Synth."""
