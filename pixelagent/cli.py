@@ -35,6 +35,9 @@ def build_app() -> typer.Typer:
     app.command("segment")(segment_command)
     app.command("chat")(chat_command)
     app.add_typer(_recipe_app(), name="recipe")
+    from pixelagent.data.cli import data_app
+
+    app.add_typer(data_app, name="data")
     load_plugins()
     pm.hook.register_commands(cli=app)
     return app
@@ -260,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Exit as exc:
         return exc.exit_code
     except typer.TyperException as exc:  # usage errors (typer's click): one line, not a box
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group called bare: its help is the answer
+            typer.echo(exc.format_message())
+            return 0
         typer.echo(f"error: {exc.format_message()} (see pixelagent --help)", err=True)
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):

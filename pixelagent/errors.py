@@ -40,3 +40,22 @@ class PartError(PixelAgentError):
 
 class WeightsNotFoundError(PixelAgentError, FileNotFoundError):
     """Model weights are missing; the message names the file or hub id expected and how to point at it."""
+
+
+class MissingDependencyError(PixelAgentError, ImportError):
+    """An optional library (or program) a feature needs is not installed; the message names it."""
+
+
+class LLMError(PixelAgentError):
+    """A chat request to an OpenAI-compatible endpoint failed for good.
+
+    ``status`` is the last HTTP status (None: no response at all).
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class LLMSchemaError(LLMError):
+    """The model's replies never validated against the expected schema, even after repair turns."""

@@ -1,0 +1,193 @@
+"""``pixelagent data ...``: dataset commands (``synth`` generates PRIST-Synth, ``stats`` summarises).
+
+Heavy modules are imported inside the commands, so that building the CLI stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+
+from pixelagent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+data_app = typer.Typer(
+    name="data", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Datasets in the canonical PRIST format: generate PRIST-Synth, summarise a dataset.")
+
+# Config fields as the user typed them, for error messages.
+_FLAGS = {"n": "--n", "size": "--size", "seed": "--seed", "samples_per_image": "--samples-per-image",
+          "splits": "--splits"}
+
+
+@data_app.command("synth")
+def synth_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write; must be new or empty."),
+    n: int = typer.Option(200, "--n", "-n", help="Number of samples (dialogues)."),
+    size: int = typer.Option(256, "--size", help="Side of the square images in pixels (128-1024)."),
+    seed: int = typer.Option(0, "--seed", help="Seed: the same seed and options give identical files."),
+    samples_per_image: int = typer.Option(3, "--samples-per-image", help="Dialogues per image (1-6)."),
+    splits: Optional[str] = typer.Option(None, "--splits", help="Train,val,test shares of the images "
+                                         "(default 0.8,0.1,0.1)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synth files in a non-empty --out."),
+) -> None:
+    """Generate N PRIST-Synth samples into --out.
+
+    Writes OUT/{train,val,test}.jsonl (canonical records with exact masks) and OUT/images/*.png.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pixelagent.data.synth import synthesize
+
+    config = _synth_config(n=n, size=size, seed=seed, samples_per_image=samples_per_image,
+                           **({} if splits is None else {"splits": _shares(splits)}))
+    columns = (TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("synth", total=config.images)
+        report = synthesize(out, config, overwrite=overwrite,
+                            progress=lambda done, total: bar.update(task, completed=done))
+    typer.echo(f"wrote {report.samples} samples on {report.images} images ({size}x{size}) "
+               f"to {out} in {report.seconds:.1f} s")
+    typer.echo("  " + ", ".join(f"{s}: {_count(report.split_samples[s], 'sample')} / "
+                                f"{_count(report.split_images[s], 'image')}" for s in report.split_samples))
+    shares = ", ".join(f"{g} {report.granularity.get(g, 0)}" for g in ("coarse", "medium", "fine"))
+    typer.echo(f"  targets: {shares}; {', '.join(f'{k} {v}' for k, v in report.kinds.items())}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _shares(text: str) -> tuple[float, ...]:
+    """"0.8,0.1,0.1" -> (0.8, 0.1, 0.1)."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--splits must be three numbers like 0.8,0.1,0.1; got {text!r}") from None
+
+
+def _synth_config(**fields: object):
+    """A SynthConfig, or a ConfigError naming the offending options."""
+    from pydantic import ValidationError
+
+    from pixelagent.data.synth import SynthConfig
+
+    try:
+        return SynthConfig(**fields)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid synth options: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = _FLAGS.get(field, field or "options")
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
+    return "; ".join(problems)
+
+
+@data_app.command("stats")
+def stats_command(
+    directory: Path = typer.Argument(..., help="Dataset directory holding train/val/test.jsonl."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Summarise a dataset per split, like the PRIST paper's Table 2."""
+    from pixelagent.data.synth.stats import dataset_stats, table_rows
+
+    stats = dataset_stats(directory)
+    if as_json:
+        typer.echo(stats.model_dump_json(indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    headers, rows = table_rows(stats)
+    table = Table(*headers, title=f"Statistics of {directory}")
+    for row in rows:
+        table.add_row(*row)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=140)  # piped output: no need to squeeze into 80 columns
+    console.print(table)
+
+
+@data_app.command("generate")
+def generate_command(
+    images: Path = typer.Option(..., "--images", help="Folder of images (jpg, png, webp, ...)."),
+    out: Path = typer.Option(..., "--out", help="Dataset folder; records go to OUT/<split>.jsonl."),
+    model: str = typer.Option("gpt-4o", "--model", help="Chat model name at the endpoint."),
+    base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint "
+                                           "(default: $OPENAI_BASE_URL, else https://api.openai.com/v1)."),
+    split: str = typer.Option("train", "--split", help="train, val or test."),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests and images in flight."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Process at most N new images."),
+) -> None:
+    """Generate multi-turn segmentation dialogues for IMAGES with the three-step PRIST pipeline
+    (resumable: rerun the same command to continue or to retry failed images). Needs OPENAI_API_KEY."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from pixelagent.data.generate import generate_dataset
+    from pixelagent.llm import ChatClient
+
+    client = ChatClient(base_url=base_url, model=model, max_concurrency=concurrency)
+    columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+               TextColumn("{task.description}"))
+    with client, Progress(*columns, console=Console(stderr=True)) as bar:
+        task = bar.add_task("", total=None)
+        report = generate_dataset(images, out, client, split=split, concurrency=concurrency, limit=limit,
+                                  progress=lambda done, total, name: bar.update(
+                                      task, completed=done, total=total, description=name or ""))
+    _print_report(report)
+
+
+def _print_report(report) -> None:
+    typer.echo(f"{report.completed} image(s) done, {report.skipped} already done, {report.failed} failed; "
+               f"{report.records_written} record(s) appended to {report.output}")
+    if report.failed:
+        typer.echo(f"failures are listed in {report.failures}; rerun the same command to retry them", err=True)
+        raise typer.Exit(code=1)
+
+
+@data_app.command("import-published")
+def import_published_command(
+    json_path: Path = typer.Argument(..., help="A published test.json-style file of dialogues."),
+    out: Path = typer.Option(..., "--out", "-o", help="Canonical dataset directory to write into."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Folder of LabelMe {stem}.json "
+                                               "files (masks); without it the targets have no mask."),
+    split: str = typer.Option("test", "--split", help="train, val or test: the file written."),
+    images_prefix: str = typer.Option("images", "--images-prefix", help="Folder of the images, relative to --out."),
+    exact: bool = typer.Option(False, "--exact-labels", help="Fill only shapes labelled exactly with the "
+                               "focus (default: labels containing it, as the official loader does)."),
+) -> None:
+    """Convert a published PRIST file (+ LabelMe masks) into OUT/<split>.jsonl."""
+    from pixelagent.data.prist import load_published
+    from pixelagent.data.records import split_path, write_records
+
+    records = load_published(json_path, annotations_dir=annotations, images_prefix=images_prefix, split=split,
+                             label_match="exact" if exact else "contains")
+    target = split_path(out, split)
+    typer.echo(f"wrote {write_records(target, records)} records on "
+               f"{len({r.image for r in records})} images to {target}")
+
+
+@data_app.command("export-published")
+def export_published_command(
+    directory: Path = typer.Argument(..., help="Canonical dataset directory."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <split>.json and annotations/."),
+    split: str = typer.Option("test", "--split", help="Which split to export."),
+) -> None:
+    """Write one split in the published format: <split>.json plus LabelMe files in annotations/."""
+    from pixelagent.data.prist import export_published
+    from pixelagent.data.records import load_split
+
+    out.mkdir(parents=True, exist_ok=True)
+    count = export_published(load_split(directory, split), out / f"{split}.json", out / "annotations")
+    typer.echo(f"wrote {count} dialogues to {out / f'{split}.json'} and LabelMe files to {out / 'annotations'}")

@@ -1,0 +1,171 @@
+"""Evaluate a preset on a PRIST-format split with real generation: masks, answers, metrics.
+
+    pixelagent recipe eval-prist --preset miras-tiny --data DIR [--split test] [--out DIR]
+        [--limit N] [--metrics bleu4,dist,rouge_l,meteor,bertscore] [--device cpu]
+
+For every dialogue of the split the model answers each user turn itself (its own earlier
+answers stay in the history: real generation, never teacher-forced). A turn whose reference
+answer holds ``[SEG]`` is a segmentation turn: its reply's mask (the union of its targets; none
+if the model produced no ``[SEG]``) is scored against the union of that turn's target masks.
+The other turns are reasoning turns: their answers are scored against the references with the
+response metrics (markup removed on both sides).
+
+Writes into ``--out`` (default ``eval-<preset>-<split>``):
+- ``predictions.jsonl``: one line per dialogue, appended as it finishes; a rerun skips the
+  dialogues already there, so an interrupted evaluation resumes where it stopped;
+- ``metrics.json``: segmentation (cIoU, gIoU, precision / recall / F1 accumulated and per-sample,
+  overall and by granularity), the no-``[SEG]`` rate, response metrics with the implementation
+  of each;
+- ``table3.md``: the paper's Table 3 layout; ``by_granularity.png``: cIoU and F1 by granularity.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pixelagent import Agent, Mask
+from pixelagent.data.records import PristRecord, load_split
+from pixelagent.errors import ConfigError
+from pixelagent.eval import SegmentationMeter, plot_by_granularity, response_metrics, table3_markdown, table3_row
+from pixelagent.markup import find_focus_spans, render_plain
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pixelagent recipe eval-prist", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", required=True, help="preset name, YAML file or saved model directory")
+    parser.add_argument("--data", required=True, type=Path, help="canonical dataset directory")
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N dialogues only")
+    parser.add_argument("--metrics", default="bleu4,dist,rouge_l,meteor,bertscore",
+                        help="comma-separated response metrics, or 'none'")
+    parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda, ...)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    records = load_split(args.data, args.split)[: args.limit]
+    out = args.out or Path(f"eval-{Path(args.preset).name}-{args.split}")
+    out.mkdir(parents=True, exist_ok=True)
+    predictions_path = out / "predictions.jsonl"
+    done = read_predictions(predictions_path)
+    todo = [r for r in records if r.id not in done]
+    if todo:
+        agent = Agent(args.preset, **({"device": args.device} if args.device else {}))
+        run_all(agent, todo, args.data, predictions_path)
+    metrics = compute_metrics(records, read_predictions(predictions_path), _metric_names(args.metrics))
+    write_reports(out, Path(args.preset).name, args.split, metrics)
+    print(summary_line(metrics, out))
+    return 0
+
+
+def read_predictions(path: Path) -> dict[str, dict]:
+    """Dialogue id → its prediction line; a torn last line (killed mid-write) is ignored."""
+    if not path.is_file():
+        return {}
+    predictions = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        predictions[entry["id"]] = entry
+    return predictions
+
+
+def run_all(agent: Agent, records: list[PristRecord], data_dir: Path, path: Path) -> None:
+    columns = (TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns) as progress, path.open("a", encoding="utf-8") as handle:
+        task = progress.add_task("eval", total=len(records))
+        for record in records:
+            handle.write(json.dumps(predict(agent, record, data_dir)) + "\n")
+            handle.flush()  # each finished dialogue is kept, whatever happens next
+            progress.advance(task)
+
+
+def predict(agent: Agent, record: PristRecord, data_dir: Path) -> dict:
+    """Run one dialogue; the masks of its segmentation turns as COCO RLE (None: no [SEG])."""
+    image = data_dir / record.image
+    if not image.is_file():
+        raise ConfigError(f"record {record.id}: image {image} does not exist; check --data")
+    start = time.perf_counter()
+    session = agent.session(image)
+    answers, masks = [], []
+    for question, reference in record.turns:
+        reply = session.ask(question)
+        answers.append(reply.raw_text)
+        if find_focus_spans(reference):
+            masks.append(None if reply.mask is None else reply.mask.to_rle())
+    return {"id": record.id, "answers": answers, "masks": masks, "seconds": time.perf_counter() - start}
+
+
+def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], metrics: list[str]) -> dict:
+    """Metrics over every record of the split that has a prediction."""
+    meter, generated, references, seg_turns, no_seg = SegmentationMeter(), [], [], 0, 0
+    scored = [r for r in records if r.id in predictions]
+    for record in scored:
+        prediction = predictions[record.id]
+        for pred, truth in zip(prediction["masks"], _turn_targets(record)):
+            seg_turns += 1
+            no_seg += pred is None
+            if truth is not None:
+                meter.add(None if pred is None else Mask.from_rle(pred), truth)
+        for (question, reference), answer in zip(record.turns, prediction["answers"]):
+            if not find_focus_spans(reference):
+                generated.append(render_plain(answer))
+                references.append(render_plain(reference))
+    return {
+        "samples": len(scored),
+        "segmentation": meter.result().model_dump() if len(meter) else None,
+        "no_seg_rate": no_seg / seg_turns if seg_turns else None,
+        "response": response_metrics(generated, references, metrics).model_dump() if metrics and generated else None,
+    }
+
+
+def _turn_targets(record: PristRecord) -> list[Mask | None]:
+    """Per segmentation turn, the union of its targets' masks (None where the data has none)."""
+    targets, masks = iter(record.targets), []
+    for _, reference in record.turns:
+        spans = find_focus_spans(reference)
+        if spans:
+            turn = [next(targets, None) for _ in spans]
+            known = [t.mask for t in turn if t is not None and t.mask is not None]
+            masks.append(Mask.union_all(known) if len(known) == len(spans) else None)
+    return masks
+
+
+def _metric_names(text: str) -> list[str]:
+    return [] if text.strip().lower() == "none" else [m.strip() for m in text.split(",") if m.strip()]
+
+
+def write_reports(out: Path, model: str, split: str, metrics: dict) -> None:
+    from pixelagent.eval.response import ResponseScores
+    from pixelagent.eval.segmentation import SegmentationScores
+
+    (out / "metrics.json").write_text(json.dumps({"model": model, "split": split, **metrics}, indent=2))
+    segmentation = metrics["segmentation"] and SegmentationScores.model_validate(metrics["segmentation"])
+    response = metrics["response"] and ResponseScores.model_validate(metrics["response"])
+    (out / "table3.md").write_text(table3_markdown({model: table3_row(segmentation or None, response or None)}))
+    if segmentation:
+        plot_by_granularity(segmentation, out / "by_granularity.png", title=f"{model} on {split}")
+
+
+def summary_line(metrics: dict, out: Path) -> str:
+    seg = metrics["segmentation"]
+    parts = [f"{metrics['samples']} dialogues"]
+    if seg:
+        overall = seg["overall"]
+        parts.append(f"cIoU {overall['ciou']:.3f}, gIoU {overall['giou']:.3f}, F1 {overall['f1']:.3f}")
+    if metrics["no_seg_rate"] is not None:
+        parts.append(f"no [SEG] {metrics['no_seg_rate']:.1%}")
+    return "; ".join(parts) + f" → {out}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The LLM judge (Figure 8) and the Win Rate against a scripted local server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from pixelagent.data.records import Message, PristRecord
+from pixelagent.errors import InputError
+from pixelagent.eval.judge import (
+    JudgeReply,
+    ajudge_dialogue,
+    judge_dialogue,
+    judge_messages,
+    judge_split,
+    win_rate,
+)
+from pixelagent.llm import ChatClient, LLMSchemaError, parse_json_reply
+from pixelagent.llm.testing import FakeChatServer
+
+KEY = "sk-judge-SECRET-99"
+
+
+def dialogue(marker: str) -> list[dict]:
+    return [{"role": "user", "text": f"What is on the sign? ({marker})"},
+            {"role": "assistant", "text": "It says OPEN."},
+            {"role": "user", "text": "Please segment it."},
+            {"role": "assistant", "text": "Sure, it is [OBJ]the sign[SEG]."}]
+
+
+def as_paper_list(pr, lc, cc, tr) -> dict:
+    """Figure 8's shape: a list of {"name", "score"} objects, with a total."""
+    names = ["progression score", "logical_coherence_score", "content_consistency_score",
+             "focal_goal_relevance_score"]
+    scores = [{"name": n, "score": s} for n, s in zip(names, (pr, lc, cc, tr))]
+    return {"scores": scores + [{"name": "total_score", "score": pr + lc + cc + tr}], "summary": "fine"}
+
+
+def as_dict(pr, lc, cc, tr) -> dict:
+    return {"progression_score": pr, "Logical Coherence": str(lc), "CC": cc, "target_relevance": tr,
+            "total_score": 99, "summary": "ok"}
+
+
+FORMATS = [as_paper_list, as_dict]
+
+# Per dialogue marker: five scorings of (PR, LC, CC, TR).
+SCRIPT = {
+    "model-0": [(4, 3, 5, 1), (3, 3, 5, 2), (5, 3, 4, 3), (4, 3, 4, 4), (4, 3, 2, 5)],  # 4, 3, 4, 3 → 14
+    "ref-0": [(3, 3, 3, 3)] * 5,  # 12 → the model wins
+    "model-1": [(0.1, 4, 4, 4), (0.2, 4, 4, 4), (0.3, 4, 4, 4), (0.4, 4, 4, 4), (0.5, 4, 4, 4)],  # 12.3
+    "ref-1": [(0.3, 4, 4, 4)] * 5,  # 12.3 too → a tie, not a win
+    "model-2": [(2, 2, 2, 2)] * 5,
+    "ref-2": [(4, 4, 4, 4)] * 5,  # → a loss
+}
+
+
+class Judge:
+    """A responder that answers each dialogue's repeats from SCRIPT, in turn, in mixed formats."""
+
+    def __init__(self, script=SCRIPT, first_reply=None):
+        self.script, self.first_reply = script, first_reply
+        self.served: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, request):
+        marker = next(m for m in self.script if f"({m})" in request.text)
+        with self.lock:
+            if self.first_reply is not None and not self.served:
+                self.served[marker] = 0
+                return json.dumps(self.first_reply)
+            count = self.served.get(marker, 0)
+            self.served[marker] = count + 1
+        scores = self.script[marker][count % len(self.script[marker])]
+        return json.dumps(FORMATS[count % 2](*scores))
+
+
+_open_clients: list[ChatClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients():
+    yield
+    while _open_clients:
+        _open_clients.pop().close()
+
+
+def client_for(server, **overrides) -> ChatClient:
+    settings = dict(base_url=server.base_url, api_key=KEY, max_retries=1, backoff=0.001, max_backoff=0.01)
+    _open_clients.append(ChatClient(**{**settings, **overrides}))
+    return _open_clients[-1]
+
+
+def test_judge_averages_five_scorings_per_dimension():
+    with FakeChatServer(Judge()) as server:
+        scores = judge_dialogue(client_for(server), dialogue("model-0"))
+    assert scores.as_dict() == {"PR": 4.0, "LC": 3.0, "CC": 4.0, "TR": 3.0}
+    assert scores.total == 14.0 and scores.mean == 3.5 and len(scores.runs) == 5
+    assert len(server.requests) == 5
+    body = server.requests[0].body
+    assert "temperature" not in body and body["response_format"] == {"type": "json_object"}
+    text = server.requests[0].text
+    assert "Multiturn Dialogue Reasoning Evaluator" in text and "4-5 points" in text and "0-1 points" in text
+    assert "User: What is on the sign? (model-0)\nAssistant: It says OPEN." in text
+    assert not server.requests[0].image_urls
+
+
+def test_temperature_image_and_focus_are_passed_on():
+    image = np.zeros((8, 8, 3), np.uint8)
+    with FakeChatServer(Judge()) as server:
+        judge_dialogue(client_for(server), dialogue("ref-0"), image=image, repeats=2, focus="the sign",
+                       temperature=0.7)
+    assert len(server.requests) == 2 and server.requests[0].body["temperature"] == 0.7
+    assert server.requests[0].image_urls[0].startswith("data:image/")
+    assert "the sign" in server.requests[0].text and "attached image" in server.requests[0].text
+
+
+def test_async_judge():
+    with FakeChatServer(Judge()) as server:
+        client = client_for(server)
+
+        async def main():
+            try:
+                return await ajudge_dialogue(client, dialogue("model-0"))
+            finally:
+                await client.aclose()
+
+        scores = asyncio.run(main())
+    assert scores.as_dict() == {"PR": 4.0, "LC": 3.0, "CC": 4.0, "TR": 3.0}
+
+
+def test_win_rate_on_scripted_scores():
+    models = [dialogue(f"model-{i}") for i in range(3)]
+    references = [dialogue(f"ref-{i}") for i in range(3)]
+    with FakeChatServer(Judge()) as server:
+        result = win_rate(client_for(server, max_concurrency=4), models, references)
+    assert [s.outcome for s in result.samples] == ["win", "tie", "loss"]
+    assert (result.wins, result.ties, result.losses) == (1, 1, 1)
+    assert result.win_rate == pytest.approx(100 / 3)
+    assert result.samples[1].model.total == pytest.approx(result.samples[1].reference.total)
+    assert result.model_scores.pr == pytest.approx((4.0 + 0.3 + 2.0) / 3)
+    assert result.reference_scores.as_dict() == pytest.approx({"PR": 2.4333333, "LC": 3.6666667,
+                                                               "CC": 3.6666667, "TR": 3.6666667})
+    assert len(server.requests) == 30 and server.max_in_flight <= 4
+
+
+def test_judge_split_averages_over_samples():
+    with FakeChatServer(Judge()) as server:
+        split = judge_split(client_for(server), [dialogue("model-0"), dialogue("model-2")], repeats=5)
+    assert split.as_dict() == {"PR": 3.0, "LC": 2.5, "CC": 3.0, "TR": 2.5}
+    assert [s.total for s in split.samples] == [14.0, 8.0]
+
+
+def test_a_missing_dimension_gets_a_repair_turn():
+    incomplete = {"scores": [{"name": "progression_score", "score": 4}, {"name": "content_consistency_score",
+                                                                        "score": 4}]}
+    with FakeChatServer(Judge(first_reply=incomplete)) as server:
+        scores = judge_dialogue(client_for(server), dialogue("ref-0"), repeats=1)
+    assert scores.total == 12.0 and len(server.requests) == 2
+    repair = server.requests[1].messages[-1]["content"]
+    assert "logical coherence (LC)" in repair and "focal goal relevance (TR)" in repair
+
+
+def test_a_judge_that_never_complies_fails_clearly():
+    with FakeChatServer(lambda request: '{"summary": "no scores"}') as server:
+        with pytest.raises(LLMSchemaError, match="JudgeReply.*missing scores"):
+            judge_dialogue(client_for(server), dialogue("x"), repeats=1)
+    assert len(server.requests) == 3  # the first try and two repairs
+
+
+def test_reply_parsing_variants_and_clamping():
+    clamped = parse_json_reply('{"scores": {"progression": 7, "LC": -2, "CC": "4/5", "TR": {"score": 3}}}',
+                               JudgeReply)
+    assert (clamped.pr, clamped.lc, clamped.cc, clamped.tr) == (5.0, 0.0, 4.0, 3.0)
+    bare_list = parse_json_reply(json.dumps(as_paper_list(1, 2, 3, 4)["scores"]), JudgeReply)
+    assert bare_list.total == 10.0
+    with pytest.raises(ValueError, match="not a number"):
+        parse_json_reply('{"PR": "good", "LC": 1, "CC": 1, "TR": 1}', JudgeReply)
+
+
+def test_dialogue_forms_give_the_same_request():
+    record = PristRecord(id="a-1", image="a.jpg", focus="the sign",
+                         messages=[Message(role=m["role"], text=m["text"]) for m in dialogue("m")])
+    published = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["text"]} for m in dialogue("m")]
+    openai_style = [{"role": m["role"], "content": m["text"]} for m in dialogue("m")]
+    expected = judge_messages(dialogue("m"), focus="the sign")
+    for form in (record, record.messages, published, openai_style):
+        assert judge_messages(form, focus="the sign") == expected
+    assert judge_messages(record) == expected  # a record brings its own focus
+
+
+def test_bad_inputs():
+    client = ChatClient(base_url="http://127.0.0.1:9/v1", api_key=KEY)
+    with pytest.raises(InputError, match="2 model dialogues but 1"):
+        win_rate(client, [dialogue("a"), dialogue("b")], [dialogue("a")])
+    with pytest.raises(InputError, match="repeats"):
+        judge_dialogue(client, dialogue("a"), repeats=0)
+    with pytest.raises(InputError, match="empty"):
+        judge_dialogue(client, [])
+    with pytest.raises(InputError, match="role"):
+        judge_messages([{"role": "system", "text": "hi"}])
+    with pytest.raises(InputError, match="images"):
+        judge_split(client, [dialogue("a")], images=[None, None])
