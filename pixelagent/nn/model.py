@@ -81,7 +81,7 @@ class SegmentationModel(nn.Module):
         prompts = self.alignment.embed_batch(text.hidden, text.ids)
         _check_counts(prompts, samples)
         logits = self.mask_decoder.predict_logits(self.mask_decoder.embed_batch(images), prompts)
-        targets = [torch.as_tensor(s.masks, device=l.device) for s, l in zip(samples, logits)]
+        targets = [torch.from_numpy(np.array(s.masks, dtype=bool)).to(l.device) for s, l in zip(samples, logits)]
         bce, dice = mask_losses(logits, targets)
         w = self.weights
         loss = w.text * text.loss + w.bce * bce.to(text.loss.device) + w.dice * dice.to(text.loss.device)
@@ -91,13 +91,20 @@ class SegmentationModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- persistence ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``config.json`` (the preset), ``model.safetensors`` and the LoRA ``adapter/``."""
+    def save_pretrained(self, directory: str | os.PathLike, include_frozen: bool = True) -> Path:
+        """Write ``config.json`` (the preset), ``model.safetensors`` and the LoRA ``adapter/``.
+
+        ``include_frozen=False`` saves only what trains (a 7B model's frozen LLM, CLIP and SAM
+        encoder then come from their own checkpoints, named in the preset, when loading).
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        config = {"format": FORMAT, "version": FORMAT_VERSION, "preset": self.preset.model_dump(mode="json")}
+        config = {"format": FORMAT, "version": FORMAT_VERSION, "complete": include_frozen,
+                  "preset": self.preset.model_dump(mode="json")}
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+                 if include_frozen or k in trainable}
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         if hasattr(self.llm, "save_adapter"):
             self.llm.save_adapter(str(directory / ADAPTER_DIR))
@@ -123,6 +130,8 @@ class SegmentationModel(nn.Module):
                                        "written by SegmentationModel.save_pretrained")
         state = load_file(str(path))
         missing, unexpected = self.load_state_dict(state, strict=False)
+        if not _is_complete(directory):  # trainable-only save: the rest came from the base checkpoints
+            missing = [k for k in missing if k in {n for n, p in self.named_parameters() if p.requires_grad}]
         if missing or unexpected:
             raise ConfigError(f"weights in {path} do not fit preset {self.preset.name!r}: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -149,6 +158,13 @@ def read_preset(directory: str | os.PathLike) -> Preset:
         raise ConfigError(f"{path} was written by a newer pixelagent (format version "
                           f"{config['version']}); upgrade pixelagent to load it")
     return parse_preset({**config["preset"], "weights": str(directory)}, source=str(path))
+
+
+def _is_complete(directory: str | os.PathLike) -> bool:
+    try:
+        return json.loads((Path(directory) / CONFIG_FILE).read_text()).get("complete", True)
+    except (OSError, ValueError):
+        return True
 
 
 def load_weights_into(parts: dict[str, Part], preset: Preset) -> None:

@@ -38,8 +38,8 @@ class SynthConfig(BaseModel):
     granularity_mix: tuple[float, float, float] = GRANULARITY_MIX
     min_objects: int = Field(2, ge=2, le=5)
     max_objects: int = Field(5, ge=2, le=5)
-    min_turns: int = Field(2, ge=2, le=6)
-    max_turns: int = Field(6, ge=2, le=6)
+    min_turns: int = Field(2, ge=1, le=6)
+    max_turns: int = Field(6, ge=1, le=6)
 
     @field_validator("splits")
     @classmethod

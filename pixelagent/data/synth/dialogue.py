@@ -317,7 +317,13 @@ def _path_turns(scene: Scene, path: list[Element], rng: np.random.Generator) -> 
 
 
 def _turn_count(rng: np.random.Generator, config: SynthConfig) -> int:
-    """Question/answer pairs (segmentation turn included), drawn from TURN_WEIGHTS within the config's range."""
+    """Question/answer pairs (segmentation turn included), drawn from TURN_WEIGHTS within the config's range.
+
+    ``max_turns=1`` gives the segmentation request alone (a referring-style sample, for quick
+    training checks); it draws nothing, so other configs' streams are unchanged.
+    """
+    if config.max_turns == 1:
+        return 1
     counts = np.arange(2, 7)
     weights = np.where((counts >= config.min_turns) & (counts <= config.max_turns), TURN_WEIGHTS, 0.0)
     return int(rng.choice(counts, p=weights / weights.sum()))

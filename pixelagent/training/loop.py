@@ -1,0 +1,223 @@
+"""The training loop shared by the stage-1 and stage-2 recipes.
+
+One optimiser step = ``optim.batch_size`` samples, drawn deterministically by the data mixer
+(a pure function of the step), split across ranks and micro-batches with gradient
+accumulation. Checkpoints keep the trainable weights, optimiser, scheduler and RNG states, so
+``--resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixelagent.errors import ConfigError
+from pixelagent.nn.losses import LossWeights
+from pixelagent.nn.model import SegmentationModel, SegSample
+from pixelagent.registry import get_registry
+from pixelagent.training import checkpoint as ckpt
+from pixelagent.training.config import TrainConfig
+from pixelagent.training.distributed import World, barrier, device_for, init_process_group, shutdown
+from pixelagent.training.logging import MetricsLog
+
+
+def warmup_linear(warmup: int, total: int):
+    """LR multiplier: 0 → 1 over ``warmup`` steps, then linearly down to 0 at ``total``."""
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return factor
+
+
+class Trainer:
+    """Builds the model, data and optimiser from a :class:`TrainConfig` and trains it."""
+
+    def __init__(self, config: TrainConfig, world: World | None = None) -> None:
+        self.config = config
+        self.world = world or World.from_env()
+        self.device = device_for(self.world, config.device)
+        self.output = Path(config.output_dir)
+        self._drawn: list[int] = []  # samples this rank drew, per step run
+        self._check_batch()
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _check_batch(self) -> None:
+        optim, size = self.config.optim, self.world.size
+        if optim.batch_size % (size * optim.micro_batch_size):
+            raise ConfigError(f"optim.batch_size {optim.batch_size} must be a multiple of world size {size} "
+                              f"x optim.micro_batch_size {optim.micro_batch_size}")
+
+    def _seed(self) -> None:
+        random.seed(self.config.seed)
+        np.random.seed(self.config.seed)
+        torch.manual_seed(self.config.seed)
+
+    def build_model(self) -> SegmentationModel:
+        registry = get_registry()
+        preset = registry.preset(self.config.preset).preset if not self.config.preset.endswith(
+            (".yaml", ".yml", ".json")) else None
+        if preset is None:
+            from pixelagent.presets import load_preset_file
+            preset = load_preset_file(self.config.preset)
+        preset = preset.with_overrides(device=self.device)
+        loss = self.config.loss
+        model = SegmentationModel(registry.build(preset), preset, LossWeights(loss.text, loss.bce, loss.dice))
+        if self.config.init_from:
+            model.load_weights(self.config.init_from)  # all of stage 1: LoRA, projection, alignment, decoder
+        return model
+
+    def build_data(self):
+        from pixelagent.data.adapters import build_datasets
+        from pixelagent.data.mixing import MixedSampler, ratios_from_config
+
+        sources = build_datasets(self.config.data.sources)  # every bad path reported at once
+        ratios = self.config.data.ratios or {name: 1 for name in sources}
+        sampler = MixedSampler({n: len(d) for n, d in sources.items()},
+                               ratios_from_config(ratios, list(sources)), self.config.seed)
+        return sources, sampler
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self, resume: bool = False) -> Path:
+        """Train to ``optim.max_steps``; returns the directory of the final model."""
+        init_process_group(self.world, self.config.distributed.backend, self.device)
+        try:
+            return self._run(resume)
+        finally:
+            shutdown(self.world)
+
+    def _run(self, resume: bool) -> Path:
+        self._seed()
+        model = self.build_model()
+        sources, sampler = self.build_data()
+        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=self.config.optim.lr,
+                                      betas=self.config.optim.betas, weight_decay=self.config.optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_linear(self.config.optim.warmup_steps, self.config.optim.max_steps))
+        start = self._maybe_resume(resume, model, optimizer, scheduler)
+        engine = self._wrap(model)
+        log = MetricsLog(self.output, self.world.is_main, self.config.log.tensorboard)
+        model.train()
+        with log:
+            for step in range(start, self.config.optim.max_steps):
+                began = time.perf_counter()
+                losses = self._step(engine, optimizer, scheduler, sources, sampler, step)
+                self._after_step(step + 1, model, optimizer, scheduler, log, losses, began)
+        return self._finish(model)
+
+    def _maybe_resume(self, resume: bool, model, optimizer, scheduler) -> int:
+        latest = ckpt.latest_checkpoint(self.output / "checkpoints")
+        if not resume:
+            if latest is not None:
+                raise ConfigError(f"{self.output} already has checkpoints; pass --resume to continue, "
+                                  "or choose another output_dir")
+            return 0
+        if latest is None:
+            return 0
+        return ckpt.load_checkpoint(latest, model, optimizer, scheduler)
+
+    def _wrap(self, model: SegmentationModel) -> torch.nn.Module:
+        if not self.world.distributed:
+            return model
+        device_ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
+        # SAM's IoU head gets no gradient from eq. 8, hence find_unused_parameters
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
+                                                         find_unused_parameters=True)
+
+    def rank_batch(self, sampler, step: int) -> list[tuple[str, int]]:
+        """This rank's share of the global batch of ``step`` (draws rank, rank + world, ...)."""
+        size = self.config.optim.batch_size
+        return [sampler.draw(step * size + i) for i in range(self.world.rank, size, self.world.size)]
+
+    def _step(self, engine, optimizer, scheduler, sources, sampler, step: int) -> dict[str, float]:
+        draws = self.rank_batch(sampler, step)
+        self._drawn.append(len(draws))
+        micro = self.config.optim.micro_batch_size
+        chunks = [draws[i:i + micro] for i in range(0, len(draws), micro)]
+        totals = {"loss": 0.0, "text_loss": 0.0, "bce_loss": 0.0, "dice_loss": 0.0}
+        optimizer.zero_grad(set_to_none=True)
+        for index, chunk in enumerate(chunks):
+            samples = [self._sample(sources[name][i]) for name, i in chunk]
+            sync = index == len(chunks) - 1 or not self.world.distributed
+            with (contextlib.nullcontext() if sync else engine.no_sync()), self._autocast():
+                out = engine(samples)
+                (out.loss / len(chunks)).backward()
+            for key in totals:
+                totals[key] += getattr(out, key).detach().item() / len(chunks)
+        torch.nn.utils.clip_grad_norm_([p for p in engine.parameters() if p.requires_grad],
+                                       self.config.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        totals = self._mean_over_ranks(totals)
+        totals["lr"] = scheduler.get_last_lr()[0]
+        totals["samples"] = self.config.optim.batch_size
+        return totals
+
+    def _write_rank_summary(self, model: SegmentationModel) -> None:
+        """``rank-N.json``: what this rank trained on and a digest of its weights (ranks must agree)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(ckpt.trainable_state(model).items()):
+            digest.update(name.encode())
+            digest.update(tensor.float().numpy().tobytes())
+        self.output.mkdir(parents=True, exist_ok=True)
+        summary = {"rank": self.world.rank, "world_size": self.world.size,
+                   "steps_run": len(self._drawn), "samples_per_step": sorted(set(self._drawn)),
+                   "global_batch": self.config.optim.batch_size, "weights_sha256": digest.hexdigest()}
+        (self.output / f"rank-{self.world.rank}.json").write_text(json.dumps(summary))
+
+    def _mean_over_ranks(self, values: dict[str, float]) -> dict[str, float]:
+        """The logged losses averaged over all ranks (each rank only saw its share of the batch)."""
+        if not self.world.distributed:
+            return values
+        tensor = torch.tensor(list(values.values()), dtype=torch.float64,
+                              device=self.device if self.device.startswith("cuda") else "cpu")
+        torch.distributed.all_reduce(tensor)
+        return dict(zip(values, (tensor / self.world.size).tolist()))
+
+    def _autocast(self):
+        precision = self.config.precision
+        if precision == "bf16" or (precision == "auto" and self.device.startswith("cuda")):
+            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def _sample(example) -> SegSample:
+        pixels = example.load_image()
+        masks = example.masks if example.masks.shape[0] else np.zeros((0, *pixels.shape[:2]), dtype=bool)
+        return SegSample(pixels, list(example.turns), masks)
+
+    def _after_step(self, step: int, model, optimizer, scheduler, log, losses, began: float) -> None:
+        losses["samples_per_s"] = losses["samples"] / max(time.perf_counter() - began, 1e-9)
+        if step % self.config.log.every == 0 or step == self.config.optim.max_steps:
+            log.write(step, losses)
+        if step % self.config.checkpoint.every == 0 and step < self.config.optim.max_steps:
+            if self.world.is_main:
+                ckpt.save_checkpoint(self.output / "checkpoints", step, model, optimizer, scheduler,
+                                     self.config.checkpoint.keep)
+            barrier(self.world)
+        validate = self.config.validate_
+        if validate and self.config.data.val and step % validate.every == 0 and self.world.is_main:
+            log.write(step, {"val_ciou": self.validate(model)})
+
+    def validate(self, model: SegmentationModel) -> float:
+        """cIoU of the segmentation turns of the first ``validate.samples`` validation examples."""
+        from pixelagent.training.validation import validation_ciou
+
+        return validation_ciou(model, self.config.data.val, self.config.validate_.samples)
+
+    def _finish(self, model: SegmentationModel) -> Path:
+        final = self.output / "final"
+        self._write_rank_summary(model)
+        if self.world.is_main:
+            model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen)
+            (self.output / "config.json").write_text(json.dumps(self.config.model_dump(by_alias=True), indent=2))
+        barrier(self.world)
+        return final
