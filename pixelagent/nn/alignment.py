@@ -55,3 +55,17 @@ class SegTokenAlignment(AlignmentStrategy, nn.Module):
 
     def _phrase(self, ids: torch.Tensor, start: int, seg: int) -> str:
         return self._decode(ids[start + 1:seg].tolist()).strip() if start < seg else ""
+
+
+def build_alignment(cls: type[SegTokenAlignment], seed: int, context, **options) -> SegTokenAlignment:
+    """Build an alignment module for a preset: sizes and token ids from the LLM already built,
+    the prompt width from the mask decoder, initialised under ``seed`` without touching the
+    global RNG, on the preset's device and dtype."""
+    from pixelagent.nn.device import torch_device, torch_dtype
+
+    llm, decoder = context.parts["llm"], context.parts["mask_decoder"]
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = cls(llm.hidden_size, llm.seg_id, llm.obj_id, llm.tokenizer.decode,
+                     prompt_dim=decoder.prompt_dim, **options)
+    return module.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype)).eval()

@@ -17,17 +17,10 @@ class ProjectionSettings(BaseModel):
 
 
 def _build_projection(settings: ProjectionSettings, context):
-    import torch
-
-    from pixelagent.nn.device import torch_device, torch_dtype
+    from pixelagent.nn.alignment import build_alignment
     from pixelagent_lisa.alignment import SegProjectionAlignment
 
-    llm, decoder = context.parts["llm"], context.parts["mask_decoder"]
-    with torch.random.fork_rng():
-        torch.manual_seed(settings.seed)
-        module = SegProjectionAlignment(llm.hidden_size, llm.seg_id, llm.obj_id, llm.tokenizer.decode,
-                                        prompt_dim=decoder.prompt_dim)
-    return module.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
+    return build_alignment(SegProjectionAlignment, settings.seed, context)
 
 
 @hookimpl

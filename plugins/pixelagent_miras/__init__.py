@@ -17,17 +17,10 @@ def _build_dual(settings: DualEncoderSettings, context):
 
 
 def _build_region_alignment(settings: RegionAlignmentSettings, context):
-    import torch
-
-    from pixelagent.nn.device import torch_device, torch_dtype
+    from pixelagent.nn.alignment import build_alignment
     from pixelagent_miras.region_alignment import SemanticRegionAlignment
 
-    llm, decoder = context.parts["llm"], context.parts["mask_decoder"]
-    with torch.random.fork_rng():
-        torch.manual_seed(settings.seed)
-        module = SemanticRegionAlignment(llm.hidden_size, llm.seg_id, llm.obj_id, llm.tokenizer.decode,
-                                         prompt_dim=decoder.prompt_dim, heads=settings.heads)
-    return module.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
+    return build_alignment(SemanticRegionAlignment, settings.seed, context, heads=settings.heads)
 
 
 @hookimpl
