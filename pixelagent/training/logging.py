@@ -8,23 +8,37 @@ from pathlib import Path
 
 
 class MetricsLog:
-    """Appends ``{"step": ..., ...}`` rows to ``metrics.jsonl`` (main rank only)."""
+    """Appends ``{"step": ..., ...}`` rows to ``metrics.jsonl`` and drives a progress bar
+    showing loss, lr and samples/s (main rank only)."""
 
-    def __init__(self, output: Path, enabled: bool, tensorboard: bool) -> None:
+    def __init__(self, output: Path, enabled: bool, tensorboard: bool, total_steps: int = 0,
+                 start_step: int = 0) -> None:
         self.enabled = enabled
         self.path = output / "metrics.jsonl"
         self.started = time.perf_counter()
         self.writer = None
+        self.progress = None
         if enabled:
             output.mkdir(parents=True, exist_ok=True)
             self.writer = _tensorboard(output / "tensorboard") if tensorboard else None
+            self.progress = _progress_bar(total_steps, start_step)
 
     def __enter__(self) -> MetricsLog:
+        if self.progress is not None:
+            self.progress[0].start()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.progress is not None:
+            self.progress[0].stop()
         if self.writer is not None:
             self.writer.close()
+
+    def step(self, step: int, values: dict[str, float]) -> None:
+        """Move the bar to ``step`` and show the latest loss, lr and samples/s."""
+        if self.progress is not None:
+            bar, task = self.progress
+            bar.update(task, completed=step, description=_progress_line({"step": step, **values}))
 
     def write(self, step: int, values: dict[str, float]) -> None:
         if not self.enabled:
@@ -35,7 +49,8 @@ class MetricsLog:
         if self.writer is not None:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
-        print(_progress_line(row), flush=True)
+        if self.progress is not None:
+            self.progress[0].console.log(_progress_line(row))
 
 
 def _progress_line(row: dict) -> str:
@@ -44,6 +59,13 @@ def _progress_line(row: dict) -> str:
         if key in row:
             parts.append(f"{key} {row[key]:{fmt}}")
     return " | ".join(parts)
+
+
+def _progress_bar(total: int, start: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return bar, bar.add_task("training", total=total, completed=start)
 
 
 def _tensorboard(directory: Path):

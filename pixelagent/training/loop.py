@@ -104,7 +104,8 @@ class Trainer:
             optimizer, warmup_linear(self.config.optim.warmup_steps, self.config.optim.max_steps))
         start = self._maybe_resume(resume, model, optimizer, scheduler)
         engine = self._wrap(model)
-        log = MetricsLog(self.output, self.world.is_main, self.config.log.tensorboard)
+        log = MetricsLog(self.output, self.world.is_main, self.config.log.tensorboard,
+                         self.config.optim.max_steps, start)
         model.train()
         with log:
             for step in range(start, self.config.optim.max_steps):
@@ -196,6 +197,7 @@ class Trainer:
 
     def _after_step(self, step: int, model, optimizer, scheduler, log, losses, began: float) -> None:
         losses["samples_per_s"] = losses["samples"] / max(time.perf_counter() - began, 1e-9)
+        log.step(step, losses)
         if step % self.config.log.every == 0 or step == self.config.optim.max_steps:
             log.write(step, losses)
         if step % self.config.checkpoint.every == 0 and step < self.config.optim.max_steps:
