@@ -50,7 +50,7 @@ class MetricsLog:
             for key, value in values.items():
                 self.writer.add_scalar(key, value, step)
         if self.progress is not None:
-            self.progress[0].console.log(_progress_line(row))
+            self.progress[0].console.print(_progress_line(row))
 
 
 def _progress_line(row: dict) -> str:
