@@ -68,6 +68,14 @@ class SegmentationModel(nn.Module):
         self.alignment, self.mask_decoder = parts["alignment"], parts["mask_decoder"]
         self.preset = preset
         self.weights = weights
+        self.feature_cache = None  # a FeatureCache: frozen encoder outputs reused across epochs
+
+    def use_feature_cache(self, directory: str | os.PathLike) -> None:
+        """Keep frozen encoder outputs under ``directory`` (parts without the split are unaffected)."""
+        from pixelagent.nn.feature_cache import FeatureCache
+
+        frozen = {kind: self.preset.choice(kind).model_dump() for kind in ("visual_encoder", "mask_decoder")}
+        self.feature_cache = FeatureCache(directory, FeatureCache.namespace_for(frozen))
 
     @property
     def parts(self) -> dict[str, Part]:
@@ -75,17 +83,29 @@ class SegmentationModel(nn.Module):
 
     def forward(self, samples: list[SegSample]) -> ModelOutput:
         images = [s.image for s in samples]
-        visual = self.visual_encoder.encode_batch(images)
+        visual = self._encode(images)
         encoded = [self.llm.encode_dialogue(s.turns) for s in samples]
         text = self.llm.forward_train([e[0] for e in encoded], [e[1] for e in encoded], visual)
         prompts = self.alignment.embed_batch(text.hidden, text.ids)
         _check_counts(prompts, samples)
-        logits = self.mask_decoder.predict_logits(self.mask_decoder.embed_batch(images), prompts)
+        logits = self.mask_decoder.predict_logits(self._embed(images), prompts)
         targets = [torch.from_numpy(np.array(s.masks, dtype=bool)).to(l.device) for s, l in zip(samples, logits)]
         bce, dice = mask_losses(logits, targets)
         w = self.weights
         loss = w.text * text.loss + w.bce * bce.to(text.loss.device) + w.dice * dice.to(text.loss.device)
         return ModelOutput(loss, text.loss, bce, dice, logits)
+
+    def _encode(self, images: list[np.ndarray]) -> torch.Tensor:
+        encoder = self.visual_encoder
+        if self.feature_cache is None or not hasattr(encoder, "frozen_features"):
+            return encoder.encode_batch(images)
+        return encoder.from_frozen(self.feature_cache.fetch("visual_encoder", images, encoder.frozen_features))
+
+    def _embed(self, images: list[np.ndarray]) -> Any:
+        decoder = self.mask_decoder
+        if self.feature_cache is None or not hasattr(decoder, "frozen_features"):
+            return decoder.embed_batch(images)
+        return decoder.from_frozen(self.feature_cache.fetch("mask_decoder", images, decoder.frozen_features), images)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

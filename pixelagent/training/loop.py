@@ -73,6 +73,8 @@ class Trainer:
         model = SegmentationModel(registry.build(preset), preset, LossWeights(loss.text, loss.bce, loss.dice))
         if self.config.init_from:
             model.load_weights(self.config.init_from)  # all of stage 1: LoRA, projection, alignment, decoder
+        if self.config.feature_cache:
+            model.use_feature_cache(self.config.feature_cache)
         return model
 
     def build_data(self):

@@ -209,7 +209,9 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
             f"the visual encoder gives {vision_dim}-d features but the LLaVA projector expects "
             f"{llava.config.vision_config.hidden_size}-d; pick a matching visual encoder")
     backbone = LlavaBackbone(llava, tokenizer, settings)
-    _apply_lora(backbone, settings)
+    with torch.random.fork_rng():
+        torch.manual_seed(settings.seed + 1)  # LoRA A is random: two builds must still agree
+        _apply_lora(backbone, settings)
     _set_trainable(backbone)
     # eval: inference is the default use (no LoRA dropout); training recipes call .train()
     return backbone.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()

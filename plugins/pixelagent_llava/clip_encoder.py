@@ -83,6 +83,14 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         """Training path: RGB uint8 images → (B, N, C_vis), detached (nothing here trains)."""
         return self(self.preprocess(images))
 
+    def frozen_features(self, images: list[np.ndarray]) -> list[dict[str, Tensor]]:
+        """Per image, the (frozen) CLIP tokens (N, C_vis), for a feature cache."""
+        return [{"tokens": t} for t in self.encode_batch(images)]
+
+    def from_frozen(self, features: list[dict[str, Tensor]]) -> Tensor:
+        """``encode_batch`` from cached features: (B, N, C_vis)."""
+        return torch.stack([f["tokens"] for f in features]).to(next(self.parameters()).device)
+
     def encode(self, image: np.ndarray) -> Tensor:
         """One RGB uint8 image (H, W, 3) → (N, C_vis), for a session (computed once per image)."""
         with torch.no_grad():

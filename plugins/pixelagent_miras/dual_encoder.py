@@ -177,22 +177,39 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
 
     def forward(self, hr_pixels: Tensor) -> Tensor:
         """X_H in [0, 1] (B, 3, S_hr, S_hr) → E (B, N, C_vis); gradients reach the fusion only."""
-        with torch.no_grad():
-            hr_pixels = hr_pixels.float()
-            # X_L is X_H downsampled (paper); antialiased bicubic ≈ the PIL bicubic CLIP was trained on.
-            low = F.interpolate(hr_pixels, size=(self.clip_image_size,) * 2, mode="bicubic",
-                                align_corners=False, antialias=True).clamp_(0.0, 1.0)
-            tokens = clip_patch_features(self.clip, normalize(low, CLIP_MEAN, CLIP_STD))
-            hr_map = convnext_stage_features(
-                self.convnext, normalize(hr_pixels, self.convnext_mean, self.convnext_std),
-                self.convnext_stage)
-            hr = hr_map.flatten(2).transpose(1, 2)  # (B, C_hr, h, w) → (B, h·w, C_hr)
+        tokens, hr = self._backbones(hr_pixels)
+        return self._fuse(tokens, hr)
+
+    @torch.no_grad()
+    def _backbones(self, hr_pixels: Tensor) -> tuple[Tensor, Tensor]:
+        """The frozen part: CLIP tokens (B, N, C) and ConvNeXt cells (B, M, C_hr)."""
+        hr_pixels = hr_pixels.float()
+        # X_L is X_H downsampled (paper); antialiased bicubic ≈ the PIL bicubic CLIP was trained on.
+        low = F.interpolate(hr_pixels, size=(self.clip_image_size,) * 2, mode="bicubic",
+                            align_corners=False, antialias=True).clamp_(0.0, 1.0)
+        tokens = clip_patch_features(self.clip, normalize(low, CLIP_MEAN, CLIP_STD))
+        hr_map = convnext_stage_features(
+            self.convnext, normalize(hr_pixels, self.convnext_mean, self.convnext_std), self.convnext_stage)
+        return tokens, hr_map.flatten(2).transpose(1, 2)  # (B, C_hr, h, w) → (B, h·w, C_hr)
+
+    def _fuse(self, tokens: Tensor, hr: Tensor) -> Tensor:
         dtype = self.fusion.proj_kv.weight.dtype
         return self.fusion(tokens.to(dtype), hr.to(dtype))
 
     def encode_batch(self, images: list[np.ndarray]) -> Tensor:
         """Training path: RGB uint8 images → (B, N, C_vis), differentiable w.r.t. ``fusion.*``."""
         return self(self.preprocess(images))
+
+    def frozen_features(self, images: list[np.ndarray]) -> list[dict[str, Tensor]]:
+        """Per image, the frozen backbones' outputs (what a feature cache may keep on disk)."""
+        tokens, hr = self._backbones(self.preprocess(images))
+        return [{"tokens": t, "hr": h} for t, h in zip(tokens, hr)]
+
+    def from_frozen(self, features: list[dict[str, Tensor]]) -> Tensor:
+        """``encode_batch`` from cached :meth:`frozen_features`: (B, N, C_vis)."""
+        device = next(self.parameters()).device
+        tokens = torch.stack([f["tokens"] for f in features]).to(device)
+        return self._fuse(tokens, torch.stack([f["hr"] for f in features]).to(device))
 
     def encode(self, image: np.ndarray) -> Tensor:
         """One RGB uint8 image (H, W, 3) → (N, C_vis), for a session (computed once per image)."""

@@ -28,7 +28,7 @@ from pixelagent.parts import DecoderPrompt, MaskDecoder, MaskPrediction
 from .checkpoint import missing_weights_message
 from .modeling import build_sam_model
 from .settings import SamSettings
-from .transforms import Size, box_to_input_frame, postprocess_logits, preprocess
+from .transforms import Size, box_to_input_frame, postprocess_logits, preprocess, resized_shape
 
 
 @dataclass
@@ -123,6 +123,16 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
             input_sizes.append(input_size)
         original_sizes = [(int(image.shape[0]), int(image.shape[1])) for image in images]
         return SamImageEmbedding(torch.cat(embeddings), input_sizes, original_sizes)
+
+    def frozen_features(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Per image, its embedding (256, e, e) (the image encoder is frozen), for a feature cache."""
+        return [{"embedding": e} for e in self.embed_batch(images).embedding]
+
+    def from_frozen(self, features: list[dict[str, torch.Tensor]], images: Sequence[np.ndarray]) -> SamImageEmbedding:
+        """:meth:`embed_batch` from cached features of ``images`` (sizes come from the images)."""
+        originals = [(int(i.shape[0]), int(i.shape[1])) for i in images]
+        embedding = torch.stack([f["embedding"] for f in features]).to(device=self.device, dtype=self.dtype)
+        return SamImageEmbedding(embedding, [resized_shape(h, w, self.image_size) for h, w in originals], originals)
 
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()

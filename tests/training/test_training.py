@@ -98,3 +98,4 @@ def test_two_processes_with_gloo_agree(synth, tmp_path):
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["steps_run"] for r in ranks] == [2, 2]
     assert sum(r["samples_per_step"][0] for r in ranks) == ranks[0]["global_batch"] == 4
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
+
