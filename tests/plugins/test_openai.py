@@ -1,0 +1,91 @@
+"""The gpt4o-bbox preset against a local OpenAI-compatible server, and the box parser."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelagent import Agent
+from pixelagent.cli import main
+from pixelagent.errors import ConfigError
+from pixelagent.llm.testing import FakeChatServer, FakeReply, scripted
+from pixelagent_openai.boxes import fill_box, parse_boxes
+
+SIZE = (96, 128)  # (H, W)
+
+
+@pytest.mark.parametrize("text, coordinates, boxes", [
+    ("The label is at <box>(10, 20), (50, 60)</box> here.", "pixels", [(10, 20, 50, 60)]),
+    ("<box>(50, 60), (10, 20)</box>", "pixels", [(10, 20, 50, 60)]),               # swapped corners
+    ("<box>(-5, 20), (500, 60)</box>", "pixels", [(0, 20, 128, 60)]),              # clipped
+    ("<box>(10,20),(50,60)</box> and <box>( 1.5 , 2 ), ( 3 , 4.5 )</box>", "pixels",
+     [(10, 20, 50, 60), (1.5, 2, 3, 4.5)]),                                        # several, loose spacing
+    ("<box>(0, 0), (500, 500)</box>", "norm1000", [(0, 0, 64, 48)]),               # 0-1000 grid
+    ("<box>(0, 0), (500, 500)</box>", "auto", [(0, 0, 64, 48)]),                   # past the edge: grid
+    ("<box>(0, 0), (50, 50)</box>", "auto", [(0, 0, 50, 50)]),                     # fits: pixels
+    ("no detected ", "pixels", []),
+    ("<box>(1, 2)</box>", "pixels", []),                                           # malformed
+    ("<box>(5, 5), (5, 9)</box>", "pixels", []),                                   # empty box
+])
+def test_parse_boxes(text, coordinates, boxes):
+    assert parse_boxes(text, SIZE, coordinates) == [tuple(float(v) for v in b) for b in boxes]
+
+
+def test_fill_box_takes_the_pixels_whose_centres_are_inside():
+    mask = fill_box((10, 20, 50, 60), SIZE)
+    assert mask.sum() == 40 * 40 and mask[20, 10] and not mask[60, 50] and not mask[19, 10]
+
+
+@pytest.fixture
+def endpoint(monkeypatch):
+    def start(replies):
+        server = FakeChatServer(scripted(replies)).start()
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test-key-1234")
+        return server
+    servers = []
+    yield lambda replies: servers.append(start(replies)) or servers[-1]
+    for server in servers:
+        server.stop()
+
+
+def image():
+    return np.full((*SIZE, 3), 90, dtype=np.uint8)
+
+
+def test_multi_turn_session_sends_history_and_the_image_once(endpoint):
+    server = endpoint(["It is a bottle.", "The label: <box>(10, 20), (50, 60)</box>", "no detected "])
+    session = Agent("gpt4o-bbox").session(image())
+    first = session.ask("What is this?")
+    second = session.ask("Segment its label.")
+    third = session.ask("And a unicorn?")
+    assert first.no_target and third.no_target
+    np.testing.assert_array_equal(second.mask.array, fill_box((10, 20, 50, 60), SIZE))
+    assert second.targets[0].phrase == "The label"
+    last = server.requests[-1].messages
+    assert [m["role"] for m in last] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert len(server.requests[-1].image_urls) == 1 and server.requests[-1].image_urls[0].startswith("data:image/png")
+    assert "128x96" in last[0]["content"] and "<box>" in last[0]["content"]
+    assert server.requests[0].headers.get("authorization") == "Bearer sk-test-key-1234"
+
+
+def test_rate_limits_are_retried(endpoint):
+    endpoint([FakeReply(status=429, headers={"Retry-After": "0"}), "<box>(0, 0), (10, 10)</box>"])
+    reply = Agent("gpt4o-bbox").session(image()).ask("Segment it.")
+    assert reply.mask.area == 100
+
+
+def test_cli_segment_and_the_missing_key(endpoint, tmp_path, capsys, monkeypatch):
+    endpoint(["<box>(10, 20), (50, 60)</box>"])
+    path = tmp_path / "photo.png"
+    Image.fromarray(image()).save(path)
+    assert main(["segment", str(path), "Segment the label.", "--preset", "gpt4o-bbox", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["reply"]["targets"][0]["bbox"] == [10, 20, 50, 60]
+    monkeypatch.delenv("OPENAI_API_KEY")
+    assert main(["segment", str(path), "x", "--preset", "gpt4o-bbox"]) == 1
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and err.count("\n") == 1
+    with pytest.raises(ConfigError):
+        Agent("gpt4o-bbox")
