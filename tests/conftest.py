@@ -8,6 +8,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a missing model must fail at once, never download
 
+import chat_clients  # noqa: E402
 import fake_plugin  # noqa: E402  (tests/ is on sys.path: pytest's rootdir conftest import mode)
 
 from pixelagent.plugins import load_plugins, pm  # noqa: E402
@@ -27,3 +28,10 @@ def fake():
 @pytest.fixture
 def scene():
     return fake_plugin.make_scene()
+
+
+@pytest.fixture(autouse=True)
+def _close_chat_clients():
+    """Close the chat clients a test made with ``chat_clients.client_for``."""
+    yield
+    chat_clients.close_all()

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import chat_clients
 from pixelagent.data import prompts
 from pixelagent.data.generate import (
     DialogueSet,
@@ -95,20 +96,8 @@ def images(tmp_path):
     return folder
 
 
-_open_clients: list[ChatClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients():
-    yield
-    while _open_clients:
-        _open_clients.pop().close()
-
-
-def client_for(server, **overrides) -> ChatClient:
-    settings = dict(base_url=server.base_url, api_key=KEY, max_retries=2, backoff=0.001, max_backoff=0.01)
-    _open_clients.append(ChatClient(**{**settings, **overrides}))
-    return _open_clients[-1]
+def client_for(server, **overrides):
+    return chat_clients.client_for(server, KEY, **overrides)
 
 
 def lines(path) -> list[dict]:

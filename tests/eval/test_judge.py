@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+import chat_clients
 from pixelagent.data.records import Message, PristRecord
 from pixelagent.errors import InputError
 from pixelagent.eval.judge import (
@@ -78,20 +79,8 @@ class Judge:
         return json.dumps(FORMATS[count % 2](*scores))
 
 
-_open_clients: list[ChatClient] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients():
-    yield
-    while _open_clients:
-        _open_clients.pop().close()
-
-
-def client_for(server, **overrides) -> ChatClient:
-    settings = dict(base_url=server.base_url, api_key=KEY, max_retries=1, backoff=0.001, max_backoff=0.01)
-    _open_clients.append(ChatClient(**{**settings, **overrides}))
-    return _open_clients[-1]
+def client_for(server, **overrides):
+    return chat_clients.client_for(server, KEY, **{"max_retries": 1, **overrides})
 
 
 def test_judge_averages_five_scorings_per_dimension():
