@@ -97,13 +97,13 @@ class SegmentationModel(nn.Module):
 
     def _encode(self, images: list[np.ndarray]) -> torch.Tensor:
         encoder = self.visual_encoder
-        if self.feature_cache is None or not hasattr(encoder, "frozen_features"):
+        if not _cacheable(self.feature_cache, encoder):
             return encoder.encode_batch(images)
         return encoder.from_frozen(self.feature_cache.fetch("visual_encoder", images, encoder.frozen_features))
 
     def _embed(self, images: list[np.ndarray]) -> Any:
         decoder = self.mask_decoder
-        if self.feature_cache is None or not hasattr(decoder, "frozen_features"):
+        if not _cacheable(self.feature_cache, decoder):
             return decoder.embed_batch(images)
         return decoder.from_frozen(self.feature_cache.fetch("mask_decoder", images, decoder.frozen_features), images)
 
@@ -162,6 +162,11 @@ class SegmentationModel(nn.Module):
         settings = self.preset.llm.settings
         lora = {**settings.get("lora", {}), "r": 0}
         self.preset = self.preset.with_overrides(llm={"settings": {"lora": lora}})
+
+
+def _cacheable(cache: Any, part: Any) -> bool:
+    """A cache is in use and the part has a frozen split that is frozen right now."""
+    return cache is not None and hasattr(part, "frozen_features") and getattr(part, "cacheable", True)
 
 
 def read_preset(directory: str | os.PathLike) -> Preset:

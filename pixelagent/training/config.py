@@ -87,6 +87,11 @@ class TrainConfig(_Strict):
     """One training stage."""
 
     preset: str
+    preset_overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="changes to the preset for this run, merged like Preset.with_overrides: "
+        "{llm: {settings: {train_full: true}}} trains a tiny LLM from scratch, "
+        "{alignment: lisa-projection} swaps a part for an ablation")
     init_from: Optional[str] = Field(None, description="a saved model directory to start from (stage 2)")
     output_dir: str
     seed: int = 0

@@ -68,7 +68,7 @@ class Trainer:
         if preset is None:
             from pixelagent.presets import load_preset_file
             preset = load_preset_file(self.config.preset)
-        preset = preset.with_overrides(device=self.device)
+        preset = preset.with_overrides(**self.config.preset_overrides, device=self.device)
         loss = self.config.loss
         model = SegmentationModel(registry.build(preset), preset, LossWeights(loss.text, loss.bce, loss.dice))
         if self.config.init_from:

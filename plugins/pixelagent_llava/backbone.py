@@ -212,7 +212,7 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
     with torch.random.fork_rng():
         torch.manual_seed(settings.seed + 1)  # LoRA A is random: two builds must still agree
         _apply_lora(backbone, settings)
-    _set_trainable(backbone)
+    _set_trainable(backbone, settings.train_full)
     # eval: inference is the default use (no LoRA dropout); training recipes call .train()
     return backbone.to(device=torch_device(device), dtype=torch_dtype(dtype)).eval()
 
@@ -273,10 +273,11 @@ def _apply_lora(backbone: LlavaBackbone, settings: LlavaSettings) -> None:
         backbone.llava.model.language_model = get_peft_model(backbone.language_model, config)
 
 
-def _set_trainable(backbone: LlavaBackbone) -> None:
-    """DESIGN §2: LoRA, lm_head and embed_tokens train; the rest of the LLM and the projector do not."""
+def _set_trainable(backbone: LlavaBackbone, train_full: bool = False) -> None:
+    """DESIGN §2: LoRA, lm_head and embed_tokens train; the rest of the LLM and the projector do
+    not, unless ``train_full`` (then everything does)."""
     for name, param in backbone.named_parameters():
-        param.requires_grad_("lora_" in name)
+        param.requires_grad_(train_full or "lora_" in name)
     backbone.llava.lm_head.requires_grad_(True)
     backbone.llava.get_input_embeddings().requires_grad_(True)
 

@@ -33,13 +33,15 @@ __all__ = ["ClipEncoderSettings", "ClipVisualEncoder"]
 class ClipVisualEncoder(nn.Module, VisualEncoder):
     """Frozen CLIP vision tower → (N, C) patch tokens of layer -2 (no CLS), as LLaVA feeds them.
 
-    Parameters are named ``clip.*``; all are frozen and the tower always runs in eval mode
-    under ``no_grad``, so the part never trains (LISA keeps CLIP frozen).
+    Parameters are named ``clip.*``; all are frozen and the tower runs in eval mode under
+    ``no_grad``, so the part never trains (LISA keeps CLIP frozen) — unless ``train_backbone``
+    (tiny models trained from scratch).
     """
 
-    def __init__(self, clip: nn.Module, image_size: int) -> None:
+    def __init__(self, clip: nn.Module, image_size: int, train_backbone: bool = False) -> None:
         super().__init__()
-        self.clip = clip.requires_grad_(False).eval()
+        self.train_backbone = train_backbone
+        self.clip = clip.requires_grad_(train_backbone).eval()
         self.image_size = image_size
         patch = int(clip.config.patch_size)
         self.num_tokens = (image_size // patch) ** 2  # N
@@ -61,13 +63,19 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         explicit = "image_size" in settings.model_fields_set
         size = checked_image_size(settings.image_size, explicit, settings.tiny, clip,
                                   "visual_encoder.settings.image_size")
-        return cls(clip, size).to(device=torch_device(device), dtype=torch_dtype(dtype))
+        return cls(clip, size, settings.train_backbone).to(device=torch_device(device), dtype=torch_dtype(dtype))
 
     def train(self, mode: bool = True) -> ClipVisualEncoder:
-        """Frozen tower: stays in eval mode whatever the enclosing model's mode."""
+        """A frozen tower stays in eval mode whatever the enclosing model's mode."""
         super().train(mode)
-        self.clip.eval()
+        if not self.train_backbone:
+            self.clip.eval()
         return self
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`frozen_features` may be cached: only while the tower is frozen."""
+        return not self.train_backbone
 
     def preprocess(self, images: list[np.ndarray]) -> Tensor:
         """RGB uint8 images → CLIP pixels (B, 3, S, S) on this module's device (float32)."""
@@ -75,17 +83,18 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         return pixels.to(next(self.parameters()).device)
 
     def forward(self, pixels: Tensor) -> Tensor:
-        """(B, 3, S, S) → (B, N, C_vis); no gradient (frozen)."""
-        with torch.no_grad():
+        """(B, 3, S, S) → (B, N, C_vis); no gradient unless the tower trains."""
+        with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
             return clip_patch_features(self.clip, pixels)
 
     def encode_batch(self, images: list[np.ndarray]) -> Tensor:
-        """Training path: RGB uint8 images → (B, N, C_vis), detached (nothing here trains)."""
+        """Training path: RGB uint8 images → (B, N, C_vis), detached unless the tower trains."""
         return self(self.preprocess(images))
 
     def frozen_features(self, images: list[np.ndarray]) -> list[dict[str, Tensor]]:
         """Per image, the (frozen) CLIP tokens (N, C_vis), for a feature cache."""
-        return [{"tokens": t} for t in self.encode_batch(images)]
+        with torch.no_grad():
+            return [{"tokens": t} for t in self.encode_batch(images)]
 
     def from_frozen(self, features: list[dict[str, Tensor]]) -> Tensor:
         """``encode_batch`` from cached features: (B, N, C_vis)."""

@@ -28,6 +28,9 @@ class LlavaSettings(BaseModel):
         tiny_config: LlamaConfig overrides for the tiny model (hidden_size, num_hidden_layers, ...).
         max_new_tokens: generation stops there if no ``</s>`` came first.
         lora: LoRA settings, applied at build so trained checkpoints load into the same shape.
+        train_full: train every weight of the language model and the projector as well (by
+            default only LoRA, ``lm_head`` and the token embeddings train). For tiny models
+            trained from scratch, whose random weights LoRA alone cannot make useful.
         seed: random-initialisation seed for the tiny model and the new token embeddings.
     """
 
@@ -38,6 +41,7 @@ class LlavaSettings(BaseModel):
     tiny_config: dict[str, Any] = {}
     max_new_tokens: int = Field(256, ge=1)
     lora: LoraSettings = LoraSettings()
+    train_full: bool = False
     seed: int = 0
 
 
@@ -50,6 +54,8 @@ class ClipEncoderSettings(BaseModel):
         tiny: a random-init tiny CLIP (64 px, 64 tokens of 64-d) for CPU tests.
         image_size: input side in pixels; must match the checkpoint (no position-embedding
             interpolation). Left unset with ``tiny``, the tiny model's 64 px is used.
+        train_backbone: train the tower too (frozen by default, as in LISA). For tiny models
+            trained from scratch; the frozen-feature cache then skips this part.
         seed: seed of the tiny random init.
     """
 
@@ -58,4 +64,5 @@ class ClipEncoderSettings(BaseModel):
     pretrained: Optional[str] = "openai/clip-vit-large-patch14-336"
     tiny: bool = False
     image_size: int = Field(336, gt=0)
+    train_backbone: bool = False
     seed: int = 0

@@ -6,7 +6,8 @@
     E    = MLP(E') + E'                              → (N, C), CLIP's shape
 
 The output keeps CLIP's token count and width, so LLaVA's projector consumes it unchanged.
-Both backbones are frozen; only the fusion (``fusion.*``) trains.
+Both backbones are frozen; only the fusion (``fusion.*``) trains (``train_backbone`` trains them
+too, for tiny models trained from scratch).
 """
 
 from __future__ import annotations
@@ -106,10 +107,11 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
 
     def __init__(self, clip: nn.Module, convnext: nn.Module, *, clip_image_size: int,
                  hr_image_size: int, convnext_stage: int, heads: int,
-                 convnext_normalization: str = "imagenet") -> None:
+                 convnext_normalization: str = "imagenet", train_backbone: bool = False) -> None:
         super().__init__()
-        self.clip = clip.requires_grad_(False).eval()
-        self.convnext = convnext.requires_grad_(False).eval()
+        self.train_backbone = train_backbone
+        self.clip = clip.requires_grad_(train_backbone).eval()
+        self.convnext = convnext.requires_grad_(train_backbone).eval()
         self.clip_image_size = clip_image_size
         self.hr_image_size = hr_image_size
         self.convnext_stage = convnext_stage
@@ -156,15 +158,22 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
                 convnext_stage=s.convnext_stage,
                 heads=heads,
                 convnext_normalization=s.convnext_normalization,
+                train_backbone=s.train_backbone,
             )
         return encoder.to(device=torch_device(device), dtype=torch_dtype(dtype))
 
     def train(self, mode: bool = True) -> DualVisualEncoder:
-        """Only the fusion follows ``mode``; the frozen backbones stay in eval mode."""
+        """Only the fusion follows ``mode``; frozen backbones stay in eval mode."""
         super().train(mode)
-        self.clip.eval()
-        self.convnext.eval()
+        if not self.train_backbone:
+            self.clip.eval()
+            self.convnext.eval()
         return self
+
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`frozen_features` may be cached: only while the backbones are frozen."""
+        return not self.train_backbone
 
     def preprocess(self, images: list[np.ndarray]) -> Tensor:
         """RGB uint8 images → X_H in [0, 1], (B, 3, S_hr, S_hr) float32 on this module's device.
@@ -180,9 +189,13 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
         tokens, hr = self._backbones(hr_pixels)
         return self._fuse(tokens, hr)
 
-    @torch.no_grad()
     def _backbones(self, hr_pixels: Tensor) -> tuple[Tensor, Tensor]:
-        """The frozen part: CLIP tokens (B, N, C) and ConvNeXt cells (B, M, C_hr)."""
+        """The backbones: CLIP tokens (B, N, C) and ConvNeXt cells (B, M, C_hr); no gradients
+        unless they train."""
+        with torch.set_grad_enabled(self.train_backbone and torch.is_grad_enabled()):
+            return self._run_backbones(hr_pixels)
+
+    def _run_backbones(self, hr_pixels: Tensor) -> tuple[Tensor, Tensor]:
         hr_pixels = hr_pixels.float()
         # X_L is X_H downsampled (paper); antialiased bicubic ≈ the PIL bicubic CLIP was trained on.
         low = F.interpolate(hr_pixels, size=(self.clip_image_size,) * 2, mode="bicubic",
@@ -202,7 +215,8 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
 
     def frozen_features(self, images: list[np.ndarray]) -> list[dict[str, Tensor]]:
         """Per image, the frozen backbones' outputs (what a feature cache may keep on disk)."""
-        tokens, hr = self._backbones(self.preprocess(images))
+        with torch.no_grad():
+            tokens, hr = self._backbones(self.preprocess(images))
         return [{"tokens": t, "hr": h} for t, h in zip(tokens, hr)]
 
     def from_frozen(self, features: list[dict[str, Tensor]]) -> Tensor:

@@ -65,19 +65,21 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
     """SAM as a pixelagent mask decoder; ``sam`` is a ``segment_anything.modeling.Sam``.
 
     State-dict keys are ``sam.image_encoder.*``, ``sam.prompt_encoder.*``, ``sam.mask_decoder.*``.
-    The image and prompt encoders are frozen, the mask decoder trains (DESIGN §2).
+    The image and prompt encoders are frozen, the mask decoder trains (DESIGN §2). With
+    ``train_image_encoder`` (tiny models trained from scratch) the image encoder trains too.
 
     Attributes:
         prompt_dim: channels of a prompt token / the image embedding (256).
         image_size: side of the square input (1024; 128 for tiny).
     """
 
-    def __init__(self, sam: nn.Module) -> None:
+    def __init__(self, sam: nn.Module, train_image_encoder: bool = False) -> None:
         super().__init__()
         self.sam = sam
         self.prompt_dim: int = sam.prompt_encoder.embed_dim
         self.image_size: int = sam.image_encoder.img_size
-        self.sam.image_encoder.requires_grad_(False)
+        self.train_image_encoder = train_image_encoder
+        self.sam.image_encoder.requires_grad_(train_image_encoder)
         self.sam.prompt_encoder.requires_grad_(False)
         self.sam.mask_decoder.requires_grad_(True)
         self._keep_positional_encoding_float32()
@@ -109,11 +111,20 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
         """RGB uint8 (H, W, 3) → its embedding (1, 256, e, e) and sizes."""
         return self.embed_batch([image])
 
-    @torch.no_grad()
+    @property
+    def cacheable(self) -> bool:
+        """Whether :meth:`frozen_features` may be cached: only while the image encoder is frozen."""
+        return not self.train_image_encoder
+
     def embed_batch(self, images: Sequence[np.ndarray]) -> SamImageEmbedding:
-        """B RGB uint8 images (any sizes) → embeddings (B, 256, e, e); the encoder is frozen."""
+        """B RGB uint8 images (any sizes) → embeddings (B, 256, e, e); differentiable only when
+        the image encoder trains (``train_image_encoder``) and gradients are enabled."""
         if len(images) == 0:
             raise InputError("embed_batch needs at least one image")
+        with torch.set_grad_enabled(self.train_image_encoder and torch.is_grad_enabled()):
+            return self._embed_batch(images)
+
+    def _embed_batch(self, images: Sequence[np.ndarray]) -> SamImageEmbedding:
         embeddings, input_sizes = [], []
         for image in images:
             # One image at a time, as LISA does: the global-attention blocks of ViT-H hold a
@@ -222,7 +233,7 @@ def build_sam_decoder(settings: SamSettings | dict[str, Any], context: Any) -> S
     """The registry's builder: a :class:`SamMaskDecoder` in eval mode on the preset's device/dtype."""
     if not isinstance(settings, SamSettings):
         settings = SamSettings.model_validate(settings)
-    decoder = SamMaskDecoder(sam_from_settings(settings))
+    decoder = SamMaskDecoder(sam_from_settings(settings), train_image_encoder=settings.train_image_encoder)
     decoder.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
     return decoder.eval()
 

@@ -33,6 +33,12 @@ class SamSettings(BaseModel):
         description="Allow a vit_h / vit_l / vit_b without a checkpoint, randomly initialised "
         "(for GPU benchmarks only; the masks are meaningless). tiny never needs it.",
     )
+    train_image_encoder: bool = Field(
+        False,
+        description="Train the image encoder too (it is frozen by default, as in LISA and MIRAS). "
+        "For tiny models trained from scratch, whose random encoder would otherwise stay random; "
+        "the frozen-feature cache then skips this part.",
+    )
     seed: int = Field(
         0,
         ge=0,

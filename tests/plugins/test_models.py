@@ -167,3 +167,37 @@ def test_missing_full_size_weights_name_the_file_and_the_fix(monkeypatch):
         Agent("miras", device="cpu")
     message = str(info.value)
     assert "settings" in message  # names the setting to point at local weights
+
+
+FROM_SCRATCH = {"miras-tiny": {"visual_encoder": {"settings": {"train_backbone": True}}},
+                "lisa-tiny": {"visual_encoder": {"settings": {"train_backbone": True}}}}
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_from_scratch_settings_train_the_backbones_and_bypass_the_feature_cache(name, tmp_path):
+    registry = get_registry()
+    preset = registry.preset(name).preset.with_overrides(
+        device="cpu", **FROM_SCRATCH[name], llm={"settings": {"train_full": True}},
+        mask_decoder={"settings": {"train_image_encoder": True}})
+    model = SegmentationModel(registry.build(preset), preset)
+    model.use_feature_cache(tmp_path / "cache")
+    model.train()
+    model(batch()).loss.backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    for prefix in ("visual_encoder.clip.encoder.layers.0.", "mask_decoder.sam.image_encoder.blocks.0.",
+                   "llm.llava.model.multi_modal_projector.", "llm.llava.model.language_model.base_model.model.layers.0.mlp."):
+        reached = [g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith(prefix)]
+        assert reached and all(reached), prefix
+    assert not any((tmp_path / "cache").rglob("*.safetensors"))  # nothing trainable was cached
+    assert model.visual_encoder.training and model.mask_decoder.sam.image_encoder.training
+
+
+def test_alignment_prompts_start_at_the_scale_of_sams_own_tokens():
+    model = build("miras-tiny")
+    sam_tokens = model.mask_decoder.sam.mask_decoder.mask_tokens.weight
+    encoded = model.llm.encode_dialogue([(QUESTION, ANSWER)])
+    with torch.no_grad():
+        text = model.llm.forward_train([encoded[0]], [encoded[1]], model._encode([fake_plugin.make_scene()]))
+        prompts = torch.cat(model.alignment.embed_batch(text.hidden, text.ids))
+    ratio = prompts.std().item() / sam_tokens.std().item()
+    assert 0.3 < ratio < 3.0, ratio  # PyTorch's default Linear init gave ~0.05 here

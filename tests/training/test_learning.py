@@ -1,0 +1,37 @@
+"""The shipped tiny recipe learns: a short run lifts validation cIoU clearly above the untrained model.
+
+Runs the real ``miras_tiny/stage1`` config (every weight trains, DICE over BCE) for a bounded
+number of steps on a small single-turn PRIST-Synth set of whole objects, and scores both
+models with the trainer's own validation (real generation: a reply without ``[SEG]`` scores an
+empty mask). Under two minutes on two CPU cores.
+"""
+
+import json
+
+from pixelagent.data.synth import SynthConfig, synthesize
+from pixelagent.training.config import load_config
+from pixelagent.training.loop import Trainer
+from pixelagent.training.validation import validation_ciou
+
+STEPS = 240
+VAL_SAMPLES = 30
+#: Measured on this recipe: untrained 0.000 (it never emits [SEG]); trained 0.215 after 240 steps (one thread).
+LIFT = 0.10
+
+
+def test_a_short_run_lifts_validation_ciou_well_above_the_untrained_model(tmp_path):
+    data = tmp_path / "data"
+    synthesize(data, SynthConfig(n=480, size=128, seed=7, samples_per_image=2, min_turns=1, max_turns=1,
+                                 granularity_mix=(1.0, 0.0, 0.0), splits=(0.9, 0.1, 0.0)))
+    config = load_config("miras_tiny/stage1", [
+        f"output_dir={tmp_path / 'run'}", f"data.sources.referring.dataset_dir={data}",
+        f"data.val.dataset_dir={data}", f"optim.max_steps={STEPS}", "optim.warmup_steps=10",
+        "optim.batch_size=4", "optim.micro_batch_size=4", "optim.lr=2e-3", f"checkpoint.every={STEPS}", f"validate.every={STEPS}",
+        f"validate.samples={VAL_SAMPLES}", "log.tensorboard=false"])
+    trainer = Trainer(config)
+    untrained = validation_ciou(trainer.build_model(), config.data.val, VAL_SAMPLES)
+    trainer.run()
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    trained = [line["val_ciou"] for line in lines if "val_ciou" in line][-1]
+    assert untrained < 0.05
+    assert trained > LIFT, f"validation cIoU after {STEPS} steps: {trained:.3f} (untrained {untrained:.3f})"
