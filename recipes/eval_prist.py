@@ -29,6 +29,7 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pixelagent import Agent, Mask
+from pixelagent.mask import Granularity
 from pixelagent.data.records import PristRecord, load_split
 from pixelagent.errors import ConfigError
 from pixelagent.eval import SegmentationMeter, plot_by_granularity, response_metrics, table3_markdown, table3_row
@@ -108,14 +109,19 @@ def predict(agent: Agent, record: PristRecord, data_dir: Path) -> dict:
 def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], metrics: list[str]) -> dict:
     """Metrics over every record of the split that has a prediction."""
     meter, generated, references, seg_turns, no_seg = SegmentationMeter(), [], [], 0, 0
+    fine = {"target": [], "parent": []}
     scored = [r for r in records if r.id in predictions]
     for record in scored:
         prediction = predictions[record.id]
-        for pred, truth in zip(prediction["masks"], _turn_targets(record)):
+        for pred, truth, single in zip(prediction["masks"], _turn_targets(record), _single_targets(record)):
             seg_turns += 1
             no_seg += pred is None
+            predicted = None if pred is None else Mask.from_rle(pred)
             if truth is not None:
-                meter.add(None if pred is None else Mask.from_rle(pred), truth)
+                meter.add(predicted, truth)
+            if single is not None and single.parent is not None and single.granularity == Granularity.FINE:
+                fine["target"].append(_iou(predicted, single.mask))
+                fine["parent"].append(_iou(predicted, single.parent))
         for (question, reference), answer in zip(record.turns, prediction["answers"]):
             if not find_focus_spans(reference):
                 generated.append(render_plain(answer))
@@ -124,6 +130,11 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
         "samples": len(scored),
         "segmentation": meter.result().model_dump() if len(meter) else None,
         "no_seg_rate": no_seg / seg_turns if seg_turns else None,
+        # fine targets (a part or word) whose object is known: does the mask find the target
+        # itself, or only its object? Mean IoU with each, over the same turns.
+        "fine_vs_parent": {"turns": len(fine["target"]),
+                           "target_iou": sum(fine["target"]) / len(fine["target"]) if fine["target"] else None,
+                           "parent_iou": sum(fine["parent"]) / len(fine["parent"]) if fine["parent"] else None},
         "response": response_metrics(generated, references, metrics).model_dump() if metrics and generated else None,
     }
 
@@ -138,6 +149,25 @@ def _turn_targets(record: PristRecord) -> list[Mask | None]:
             known = [t.mask for t in turn if t is not None and t.mask is not None]
             masks.append(Mask.union_all(known) if len(known) == len(spans) else None)
     return masks
+
+
+def _single_targets(record: PristRecord) -> list:
+    """Per segmentation turn, its one target annotation (None for turns with several or none)."""
+    targets, singles = iter(record.targets), []
+    for _, reference in record.turns:
+        spans = find_focus_spans(reference)
+        if spans:
+            turn = [next(targets, None) for _ in spans]
+            singles.append(turn[0] if len(turn) == 1 and turn[0] is not None and turn[0].mask is not None else None)
+    return singles
+
+
+def _iou(predicted: Mask | None, truth: Mask) -> float:
+    if predicted is None:
+        return 0.0
+    a, b = predicted.array, truth.array
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
 
 
 def _metric_names(text: str) -> list[str]:
@@ -164,6 +194,10 @@ def summary_line(metrics: dict, out: Path) -> str:
         parts.append(f"cIoU {overall['ciou']:.3f}, gIoU {overall['giou']:.3f}, F1 {overall['f1']:.3f}")
     if metrics["no_seg_rate"] is not None:
         parts.append(f"no [SEG] {metrics['no_seg_rate']:.1%}")
+    fine = metrics.get("fine_vs_parent") or {}
+    if fine.get("turns"):
+        parts.append(f"fine targets: IoU {fine['target_iou']:.3f} with the target, "
+                     f"{fine['parent_iou']:.3f} with its object")
     return "; ".join(parts) + f" → {out}"
 
 

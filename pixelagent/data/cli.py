@@ -22,7 +22,8 @@ data_app = typer.Typer(
 
 # Config fields as the user typed them, for error messages.
 _FLAGS = {"n": "--n", "size": "--size", "seed": "--seed", "samples_per_image": "--samples-per-image",
-          "splits": "--splits"}
+          "splits": "--splits", "granularity_mix": "--granularity-mix", "min_turns": "--turns",
+          "max_turns": "--turns", "style": "--style"}
 
 
 @data_app.command("synth")
@@ -34,6 +35,14 @@ def synth_command(
     samples_per_image: int = typer.Option(3, "--samples-per-image", help="Dialogues per image (1-6)."),
     splits: Optional[str] = typer.Option(None, "--splits", help="Train,val,test shares of the images "
                                          "(default 0.8,0.1,0.1)."),
+    turns: Optional[str] = typer.Option(None, "--turns", help="Question/answer pairs per dialogue, "
+                                        "segmentation turn included: MIN-MAX or N (default 2-6; 1 gives "
+                                        "single-turn referring segmentation, e.g. for stage 1)."),
+    granularity: Optional[str] = typer.Option(None, "--granularity-mix", help="Coarse,medium,fine shares "
+                                              "of targets (default PRIST's 0.22,0.25,0.53)."),
+    style: str = typer.Option("reasoning", "--style", help="reasoning: questions narrow toward the target, "
+                              "one segmentation request at the end (PRIST's); narrowing: every turn asks "
+                              "for a mask (object, then its part, then the word on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synth files in a non-empty --out."),
 ) -> None:
     """Generate N PRIST-Synth samples into --out.
@@ -45,8 +54,14 @@ def synth_command(
 
     from pixelagent.data.synth import synthesize
 
-    config = _synth_config(n=n, size=size, seed=seed, samples_per_image=samples_per_image,
-                           **({} if splits is None else {"splits": _shares(splits)}))
+    options: dict[str, object] = {}
+    if splits is not None:
+        options["splits"] = _shares(splits, "--splits")
+    if granularity is not None:
+        options["granularity_mix"] = _shares(granularity, "--granularity-mix")
+    if turns is not None:
+        options["min_turns"], options["max_turns"] = _turn_range(turns)
+    config = _synth_config(n=n, size=size, seed=seed, samples_per_image=samples_per_image, style=style, **options)
     columns = (TextColumn("images"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("synth", total=config.images)
@@ -64,12 +79,24 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
-def _shares(text: str) -> tuple[float, ...]:
+def _shares(text: str, flag: str) -> tuple[float, ...]:
     """"0.8,0.1,0.1" -> (0.8, 0.1, 0.1)."""
     try:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
-        raise ConfigError(f"--splits must be three numbers like 0.8,0.1,0.1; got {text!r}") from None
+        raise ConfigError(f"{flag} must be three numbers like 0.8,0.1,0.1; got {text!r}") from None
+
+
+def _turn_range(text: str) -> tuple[int, int]:
+    """"2-6" -> (2, 6); "1" -> (1, 1)."""
+    low, _, high = text.partition("-")
+    try:
+        low_turns, high_turns = int(low), int(high or low)
+    except ValueError:
+        raise ConfigError(f"--turns must be MIN-MAX or N, like 2-6 or 1; got {text!r}") from None
+    if low_turns > high_turns:
+        raise ConfigError(f"--turns {text}: the minimum exceeds the maximum; write MIN-MAX, like 2-6")
+    return low_turns, high_turns
 
 
 def _synth_config(**fields: object):

@@ -48,6 +48,9 @@ class TargetAnnotation(BaseModel):
             (the published test split ships without its LabelMe files).
         polygons: outlines in pixel (x, y), as an annotator drew them, when known.
         kind: "object", "part" or "text" where the source says so.
+        parent: the whole object a part or word belongs to, where known (PRIST-Synth writes
+            it): evaluation uses it to check that a fine target's mask is the target, not its
+            object.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -56,6 +59,7 @@ class TargetAnnotation(BaseModel):
     mask: Optional[Mask] = None
     polygons: list[Polygon] = []
     kind: Optional[Literal["object", "part", "text"]] = None
+    parent: Optional[Mask] = None
 
     @property
     def granularity(self) -> Granularity | None:

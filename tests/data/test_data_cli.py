@@ -80,6 +80,8 @@ def test_overwrite_replaces_the_previous_run(tmp_path):
 @pytest.mark.parametrize("args,flag", [
     (["--size", "64"], "--size"), (["--n", "0"], "--n"), (["--splits", "0.5,0.5,0.5"], "--splits"),
     (["--splits", "most,some,rest"], "--splits"), (["--samples-per-image", "9"], "--samples-per-image"),
+    (["--turns", "3-1"], "--turns"), (["--turns", "0"], "--turns"), (["--turns", "a-b"], "--turns"),
+    (["--style", "chatty"], "--style"), (["--granularity-mix", "1,1,1"], "--granularity-mix"),
 ])
 def test_bad_options_raise_config_errors_naming_the_option(tmp_path, args, flag):
     result = invoke("synth", "--out", tmp_path / "x", *args)
@@ -99,3 +101,13 @@ def test_importing_the_sub_app_stays_light():
             "print(sorted(m for m in ('torch', 'numpy', 'PIL', 'pycocotools') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_synth_styles_and_turns_from_the_command_line(tmp_path):
+    result = invoke("synth", "--out", tmp_path / "n", "--n", "12", "--style", "narrowing")
+    assert result.exit_code == 0, result.output
+    records = list(read_records(tmp_path / "n" / "train.jsonl"))
+    assert any(len(r.targets) > 1 for r in records)
+    result = invoke("synth", "--out", tmp_path / "one", "--n", "12", "--turns", "1")
+    assert result.exit_code == 0, result.output
+    assert {len(r.turns) for r in read_records(tmp_path / "one" / "train.jsonl")} == {1}

@@ -407,3 +407,45 @@ def test_synthesize_refuses_a_non_empty_directory_unless_overwriting(tmp_path):
     synthesize(tmp_path, SynthConfig(n=3, seed=1), overwrite=True)
     assert len(list((tmp_path / "images").glob("*.png"))) == 1  # the old run's images are gone
     assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+# ----------------------------------------------------------------------------- other dialogue styles
+
+
+def test_single_turn_samples_name_their_target_in_the_request(tmp_path):
+    synthesize(tmp_path, SynthConfig(n=30, seed=4, min_turns=1, max_turns=1))
+    for record in read_records(tmp_path / "train.jsonl"):
+        (question, answer), = record.turns
+        assert record.focus in answer
+        # the request names the target without the position words, which the answer adds
+        assert record.focus.split(" on the ")[0].split(" at the ")[0] in question or \
+            record.focus in question, (question, record.focus)
+        assert question not in REQUESTS
+
+
+def test_narrowing_dialogues_segment_every_turn_and_narrow_to_the_target(scenes):
+    follow_ups = Counter()
+    for index, scene in enumerate(scenes):
+        config = SynthConfig(samples_per_image=4, style="narrowing")
+        for sample in make_samples(scene, np.random.default_rng(index), config):
+            record, path = sample.record, [scene.element(i) for i in sample.path]
+            assert all(len(find_focus_spans(answer)) == 1 for _, answer in record.turns)
+            assert len(record.targets) == len(record.turns)
+            # the first turns walk the reasoning path: object, then part, then word
+            for target, element in zip(record.targets, path):
+                assert target.mask == element.mask and target.kind == element.kind
+            assert record.focus == record.targets[-1].phrase
+            # follow-ups after the first turn refer back instead of naming the object again
+            for (question, _), target in zip(record.turns[1:len(path)], record.targets[1:]):
+                assert scene.object(path[0].id).colour not in question
+            extra = record.targets[len(path):]
+            assert len(extra) <= 1
+            if extra:
+                follow_ups["broaden" if extra[0].mask == path[0].mask else "switch"] += 1
+    assert follow_ups["broaden"] > 0 and follow_ups["switch"] > 0
+
+
+def test_narrowing_stats_count_every_target(tmp_path):
+    report = synthesize(tmp_path, SynthConfig(n=30, seed=5, style="narrowing"))
+    records = [r for split in SPLITS for r in read_records(tmp_path / f"{split}.jsonl")]
+    assert sum(report.kinds.values()) == sum(len(r.targets) for r in records) > len(records)

@@ -76,16 +76,26 @@ def test_metrics_match_an_independent_computation(fake, synth, tmp_path_factory)
     predictions = {json.loads(l)["id"]: json.loads(l) for l in (out / "predictions.jsonl").read_text().splitlines()}
     inter = union = 0
     no_seg = 0
+    fine_target, fine_parent = [], []
     for record in records:
         pred = predictions[record.id]["masks"][-1]
-        truth = record.targets[0].mask.array
+        target = record.targets[0]
+        truth = target.mask.array
         predicted = np.zeros_like(truth) if pred is None else coco.decode(pred).astype(bool)
         no_seg += pred is None
         inter += int((predicted & truth).sum())
         union += int((predicted | truth).sum())
+        if target.granularity.value == "fine" and target.parent is not None:
+            parent = target.parent.array
+            fine_target.append((predicted & truth).sum() / (predicted | truth).sum())
+            fine_parent.append((predicted & parent).sum() / (predicted | parent).sum())
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["segmentation"]["overall"]["ciou"] == pytest.approx(inter / union)
     assert metrics["no_seg_rate"] == pytest.approx(no_seg / len(records))
+    fine = metrics["fine_vs_parent"]
+    assert fine["turns"] == len(fine_target) > 0
+    assert fine["target_iou"] == pytest.approx(np.mean(fine_target))
+    assert fine["parent_iou"] == pytest.approx(np.mean(fine_parent))
     assert 0 < inter  # the recoloured targets were found
     assert metrics["response"] is None
 

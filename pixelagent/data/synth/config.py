@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 GRANULARITY_MIX = (0.22, 0.25, 0.53)
@@ -25,7 +27,12 @@ class SynthConfig(BaseModel):
         splits: train / val / test shares of the *images* (an image never spans two splits).
         granularity_mix: coarse / medium / fine shares of targets (PRIST Table 2 rule).
         min_objects, max_objects: objects per scene.
-        min_turns, max_turns: question/answer pairs per dialogue, the segmentation turn included.
+        min_turns, max_turns: question/answer pairs per dialogue, the segmentation turn included
+            (``reasoning`` style).
+        style: ``reasoning`` (PRIST's: questions narrow toward the target, one segmentation
+            request at the end) or ``narrowing`` (every turn asks for a mask: the object, then
+            "its label", then "the word on it", sometimes going back to the object or switching
+            to another one; one target per turn).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -40,6 +47,7 @@ class SynthConfig(BaseModel):
     max_objects: int = Field(5, ge=2, le=5)
     min_turns: int = Field(2, ge=1, le=6)
     max_turns: int = Field(6, ge=1, le=6)
+    style: Literal["reasoning", "narrowing"] = "reasoning"
 
     @field_validator("splits")
     @classmethod

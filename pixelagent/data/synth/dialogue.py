@@ -37,6 +37,11 @@ REQUESTS = (
     "Following the dialogue above, please outline the segmentation the answers describe.",
     "Please segment the target discussed above so that it agrees with the answers.",
 )
+# With no dialogue before it (single-turn samples) the request must name its target itself.
+REFERRING_REQUESTS = (
+    "Please segment {phrase}.", "Can you segment {phrase}?", "Where is {phrase}? Please segment it.",
+    "Show me {phrase} with a mask.", "Segment {phrase} in this image.",
+)
 ANSWERS = (
     "Sure, it is {seg}.", "Segmented as {seg}.", "The result is {seg}.",
     "Here is the segmentation: {seg}.", "Certainly, {seg}.", "It is {seg}.",
@@ -347,8 +352,53 @@ def reasoning_turns(scene: Scene, path: list[Element], rng: np.random.Generator,
     return [optional[i] for i in keep] + required
 
 
-def _segmentation_turn(phrase: str, rng: np.random.Generator) -> QA:
-    return _pick(rng, REQUESTS), _pick(rng, ANSWERS).format(seg=format_focus(phrase))
+def _segmentation_turn(phrase: str, rng: np.random.Generator, referring: bool = False) -> QA:
+    """The closing request and its ``[OBJ]phrase[SEG]`` answer; ``referring``: the request names
+    the target (no dialogue before it to point at)."""
+    request = _pick(rng, REFERRING_REQUESTS).format(phrase=phrase) if referring else _pick(rng, REQUESTS)
+    return request, _pick(rng, ANSWERS).format(seg=format_focus(phrase))
+
+
+# --------------------------------------------------------------------- narrowing dialogues
+
+_PART_REQUESTS = ("Now just its {part}.", "And its {part}?", "Only the {part}, please.", "Segment its {part}.",
+                  "Can you narrow it down to the {part}?")
+_TEXT_REQUESTS = ("And the {noun} on it?", "What is written there? Segment the {noun}.",
+                  "Now only the {noun} written on it.", "Segment the {noun} on it.")
+_BROADEN_REQUESTS = ("Go back to the whole {name}.", "Actually, the whole {name} again.",
+                     "Show me the entire {name} instead.")
+_SWITCH_REQUESTS = ("Now segment the {name}.", "What about the {name}? Segment it.", "Switch to the {name}.")
+_FOLLOW_UP = 0.4  # share of narrowing dialogues that end by broadening or switching
+
+
+def narrowing_turns(scene: Scene, path: list[Element], rng: np.random.Generator) -> tuple[list[QA], list[Element]]:
+    """One segmentation request per step of ``path`` (object → part → word), each answered with
+    its own ``[OBJ]phrase[SEG]``; follow-ups refer back ("its label", "the word on it"), so the
+    phrase must come from the dialogue. Some dialogues end by going back to the whole object
+    (broaden) or moving to another object (switch). Returns the turns and one target per turn."""
+    obj = scene.object(path[0].id)
+    turns, targets = [], []
+    for element in path:
+        if element.kind == "object":
+            request = _pick(rng, REFERRING_REQUESTS).format(phrase=f"the {_name(obj)}")
+        elif element.kind == "part":
+            request = _pick(rng, _PART_REQUESTS).format(part=element.name)
+        else:
+            request = _pick(rng, _TEXT_REQUESTS).format(noun=obj.spec.text_noun)
+        turns.append((request, _pick(rng, ANSWERS).format(seg=format_focus(phrase_of(scene, element)))))
+        targets.append(element)
+    others = [o for o in scene.objects if o.id != obj.id and eligible(scene, scene.element(o.id))]
+    if rng.random() < _FOLLOW_UP:
+        if len(path) > 1 and (not others or rng.random() < 0.5):
+            request, element = _pick(rng, _BROADEN_REQUESTS).format(name=_name(obj)), path[0]
+        elif others:
+            other = _pick(rng, others)
+            request, element = _pick(rng, _SWITCH_REQUESTS).format(name=_name(other)), scene.element(other.id)
+        else:
+            return turns, targets
+        turns.append((request, _pick(rng, ANSWERS).format(seg=format_focus(phrase_of(scene, element)))))
+        targets.append(element)
+    return turns, targets
 
 
 # --------------------------------------------------------------------- samples
@@ -370,19 +420,26 @@ def make_samples(scene: Scene, rng: np.random.Generator, config: SynthConfig | N
     for k, target in enumerate(choose_targets(scene, rng, count, config.granularity_mix, classes)):
         path = reasoning_path(scene, target)
         phrase = phrase_of(scene, target)
-        turns = reasoning_turns(scene, path, rng, config) + [_segmentation_turn(phrase, rng)]
+        if config.style == "narrowing":
+            turns, targets = narrowing_turns(scene, path, rng)
+            phrase = phrase_of(scene, targets[-1])
+        else:
+            reasoning = reasoning_turns(scene, path, rng, config)
+            turns, targets = reasoning + [_segmentation_turn(phrase, rng, referring=not reasoning)], [target]
         record = PristRecord(
             id=f"{image_id}-{k}", image=image_path or f"images/{image_id}.png",
             image_size=(scene.size, scene.size),
             messages=[Message(role=r, text=t) for q, a in turns for r, t in (("user", q), ("assistant", a))],
-            focus=phrase, targets=[_annotation(target, phrase)], split=split, source=SOURCE,
-            elements=elements, reasoning_path=[phrase_of(scene, e) for e in path])
+            focus=phrase, targets=[_annotation(scene, t) for t in targets], split=split,
+            source=SOURCE, elements=elements, reasoning_path=[phrase_of(scene, e) for e in path])
         samples.append(Sample(record, tuple(e.id for e in path)))
     return samples
 
 
-def _annotation(target: Element, phrase: str) -> TargetAnnotation:
+def _annotation(scene: Scene, target: Element) -> TargetAnnotation:
     # Unrounded: even 0.01 px of rounding flips pixel centres near an edge, a visible share of a
     # 50-pixel headlight; exact coordinates rasterise back to exactly the mask.
     polygons = [[(float(x), float(y)) for x, y in poly] for poly in target.polygons]
-    return TargetAnnotation(phrase=phrase, mask=target.mask, polygons=polygons, kind=target.kind)
+    parent = None if target.kind == "object" else scene.element(target.object_id).mask
+    return TargetAnnotation(phrase=phrase_of(scene, target), mask=target.mask, polygons=polygons,
+                            kind=target.kind, parent=parent)

@@ -99,19 +99,19 @@ def synthesize(out_dir: str | os.PathLike, config: SynthConfig | None = None,
     splits = assign_splits(config)
     for split in SPLITS:  # every split file exists, empty or not, so loaders find all three
         write_records(out / f"{split}.jsonl", [])
-    targets = []
+    records = []  # (split, the record's targets): one per sample, one target per [SEG]
     for index, split in enumerate(splits):
-        targets.extend((split, s.record.targets[0]) for s in _write_image(out, config, index, split))
+        records.extend((split, s.record.targets) for s in _write_image(out, config, index, split))
         if progress is not None:
             progress(index + 1, config.images)
     (out / MANIFEST).write_text(json.dumps(
         {"generator": "prist-synth", "config": config.model_dump(mode="json")}, indent=2) + "\n")
     return SynthReport(
-        out_dir=str(out), images=config.images, samples=len(targets),
-        split_samples={s: sum(split == s for split, _ in targets) for s in SPLITS},
+        out_dir=str(out), images=config.images, samples=len(records),
+        split_samples={s: sum(split == s for split, _ in records) for s in SPLITS},
         split_images={s: splits.count(s) for s in SPLITS},
-        granularity=dict(sorted(Counter(t.granularity.value for _, t in targets).items())),
-        kinds=dict(sorted(Counter(t.kind for _, t in targets).items())),
+        granularity=dict(sorted(Counter(t.granularity.value for _, ts in records for t in ts).items())),
+        kinds=dict(sorted(Counter(t.kind for _, ts in records for t in ts).items())),
         seconds=round(time.perf_counter() - started, 3))
 
 
