@@ -89,3 +89,23 @@ def test_cli_segment_and_the_missing_key(endpoint, tmp_path, capsys, monkeypatch
     assert "OPENAI_API_KEY" in err and err.count("\n") == 1
     with pytest.raises(ConfigError):
         Agent("gpt4o-bbox")
+
+
+def test_gpt4o_bbox_sam_sends_the_box_to_sam(endpoint, monkeypatch):
+    """The -sam preset end to end: the endpoint's box becomes SAM's box prompt (tiny SAM here)."""
+    from pixelagent_sam.part import SamMaskDecoder
+
+    endpoint(["The label: <box>(10, 20), (50, 60)</box>"])
+    seen = []
+    real = SamMaskDecoder._prompt_tokens
+
+    def recording(self, prompt, original_size):
+        seen.append((prompt.box, original_size))
+        return real(self, prompt, original_size)
+
+    monkeypatch.setattr(SamMaskDecoder, "_prompt_tokens", recording)
+    agent = Agent("gpt4o-bbox-sam", device="cpu", mask_decoder={"settings": {"size": "tiny", "checkpoint": None}})
+    reply = agent.session(image()).ask("Segment the label.")
+    assert seen == [((10.0, 20.0, 50.0, 60.0), SIZE)]
+    assert reply.targets and reply.targets[0].phrase == "The label"
+    assert reply.mask.array.shape == SIZE
