@@ -91,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     scene = demo_scenes()[0]
-    image = args.image or scene.image_path
-    requests = scene.requests if args.image is None else ["Segment the main object.", "Now just its largest part."]
+    image = args.image or scene.image
+    requests = scene.requests[:3] if args.image is None else ["Segment the main object.", "Now just its largest part."]
     chat_model, kind = chat_model_from_environment(requests)
     tool = PixelAgentTool.for_image(Agent(args.preset), image)
     messages = run_agent(chat_model, tool, args.question if args.image else scene.question)

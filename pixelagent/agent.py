@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pixelagent.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
@@ -16,7 +17,11 @@ from pixelagent.session import Session
 
 #: Environment variable naming the preset ``Agent()`` uses when none is given.
 PRESET_ENV = "PIXELAGENT_PRESET"
+#: Environment variable naming a trained MIRAS model directory (written by ``save_pretrained``).
+MIRAS_WEIGHTS_ENV = "PIXELAGENT_MIRAS_WEIGHTS"
 DEFAULT_PRESET = "miras-tiny"
+
+logger = logging.getLogger("pixelagent")
 
 
 class Agent:
@@ -25,8 +30,8 @@ class Agent:
     Args:
         preset: a registered preset name or alias, a :class:`~pixelagent.presets.Preset`, the
             path of a preset ``.yaml`` / ``.json`` file, or a model directory written by
-            ``save_pretrained`` (its preset and trained weights). ``None`` takes
-            ``$PIXELAGENT_PRESET``, else ``"miras-tiny"``.
+            ``save_pretrained`` (its preset and trained weights). ``None`` picks one (see
+            :func:`default_preset`) and says which in :attr:`choice`.
         **overrides: preset fields to replace, e.g. ``device="cpu"`` or
             ``llm={"settings": {"max_new_tokens": 64}}`` (merged into that part's settings).
 
@@ -36,6 +41,11 @@ class Agent:
 
     def __init__(self, preset: str | os.PathLike | Preset | None = None, **overrides: Any) -> None:
         registry = get_registry()
+        #: How the preset was chosen: "given" or, for ``Agent()``, the reason for the default.
+        self.choice = "given"
+        if preset is None:
+            preset, self.choice = default_preset()
+            logger.info("pixelagent: using %s (%s)", preset, self.choice)
         base = resolve_preset(preset, registry)
         self.preset: Preset = base.with_overrides(**overrides) if overrides else base
         self.parts: dict[str, Part] = registry.build(self.preset)
@@ -48,7 +58,7 @@ class Agent:
     def from_parts(cls, preset: Preset, parts: dict[str, Part]) -> Agent:
         """An agent over parts you already hold (e.g. ``SegmentationModel.parts`` after training)."""
         agent = cls.__new__(cls)
-        agent.preset, agent.parts = preset, dict(parts)
+        agent.preset, agent.parts, agent.choice = preset, dict(parts), "given"
         return agent
 
     def session(self, image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Session:
@@ -71,12 +81,41 @@ class Agent:
         return f"Agent(preset={self.preset.name!r}, {names})"
 
 
+def default_preset() -> tuple[str, str]:
+    """The preset ``Agent()`` uses when given none, and why, in this order:
+
+    1. ``$PIXELAGENT_PRESET`` (any preset name, file or model directory);
+    2. the full ``miras`` model, when ``$PIXELAGENT_MIRAS_WEIGHTS`` names a trained MIRAS
+       directory and a CUDA GPU is present (7B on a CPU would take minutes per turn);
+    3. otherwise ``miras-tiny``, the small MIRAS trained on PRIST-Synth that ships with pixelagent.
+    """
+    chosen = os.environ.get(PRESET_ENV)
+    if chosen:
+        return chosen, f"from ${PRESET_ENV}"
+    weights = os.environ.get(MIRAS_WEIGHTS_ENV)
+    if weights:
+        if _cuda_available():
+            return weights, f"MIRAS weights from ${MIRAS_WEIGHTS_ENV} and a CUDA GPU"
+        return DEFAULT_PRESET, (f"the shipped {DEFAULT_PRESET}: ${MIRAS_WEIGHTS_ENV} is set but there "
+                                "is no CUDA GPU to run MIRAS on")
+    return DEFAULT_PRESET, (f"the shipped {DEFAULT_PRESET}; set ${MIRAS_WEIGHTS_ENV} (with a GPU) "
+                            f"or ${PRESET_ENV} for another model")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = None) -> Preset:
     """Turn what a user passed as ``preset`` into a :class:`Preset`."""
     if isinstance(preset, Preset):
         return preset
     if preset is None:
-        preset = os.environ.get(PRESET_ENV) or DEFAULT_PRESET
+        preset = default_preset()[0]
     if looks_like_preset_file(preset):
         return load_preset_file(preset)
     if Path(preset, "config.json").is_file():

@@ -34,6 +34,7 @@ def build_app() -> typer.Typer:
     app.command("plugins")(plugins_command)
     app.command("segment")(segment_command)
     app.command("chat")(chat_command)
+    app.command("demo")(demo_command)
     app.add_typer(_recipe_app(), name="recipe")
     from pixelagent.data.cli import data_app
 
@@ -124,7 +125,46 @@ def _open_session(image: Path, preset: str | None) -> Session:
     from pixelagent.images import load_image
 
     pixels = load_image(image)
-    return Agent(preset).session(pixels)
+    agent = Agent(preset)
+    if preset is None:
+        typer.echo(f"using {agent.preset.name}: {agent.choice}", err=True)
+    return agent.session(pixels)
+
+
+# -- demo -----------------------------------------------------------------------------------
+def demo_command(
+    out: Path = typer.Option(Path("pixelagent-demo"), "--out", "-o", help="Folder for the overlays and report.json."),
+    preset: Optional[str] = PresetOption,
+    scenes: int = typer.Option(3, "--scenes", min=1, max=12, help="How many scenes to talk about."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON instead of the dialogue."),
+) -> None:
+    """Talk about a few PRIST-Synth scenes, narrowing from an object to its part to the word on it.
+
+    Offline and on the CPU with the shipped model. Prints every turn's answer and the intent
+    transition (refine / broaden / switch, granularity), writes an overlay PNG per turn and
+    report.json into --out, and times the first mask.
+    """
+    import time
+
+    from pixelagent.agent import Agent
+    from pixelagent.demo import demo_scenes, run_demo
+
+    echo = (lambda line: None) if as_json else typer.echo
+    started = time.perf_counter()
+    agent = Agent(preset)
+    loaded = time.perf_counter() - started
+    echo(f"model: {agent.preset.name} ({agent.choice}); loaded in {loaded:.1f} s")
+    report = run_demo(agent, demo_scenes(scenes), out, echo)
+    report.update(load_s=round(loaded, 3), total_s=round(time.perf_counter() - started, 3))
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    first = report["time_to_first_mask_s"]
+    typer.echo(f"time to first mask: {'no mask' if first is None else f'{first:.2f} s'} after loading "
+               f"(median over scenes; includes encoding the image); mean IoU with the true targets "
+               f"{report['mean_iou']:.2f}; {report['total_s']:.1f} s in all")
+    typer.echo(f"wrote {out}/report.json and the overlays next to it")
 
 
 def _write_outputs(session: Session, reply: Reply, out: Path | None, overlay: Path | None) -> None:

@@ -57,3 +57,32 @@ def test_session_refuses_bad_images(fake, tmp_path):
 def test_segment_one_shot(fake, scene):
     reply = Agent("fake").segment(scene, "and its blue label?", earlier=["the red bottle"])
     assert reply.phrases == ["the blue region"]
+
+
+def test_default_is_the_shipped_miras_tiny_and_says_so(monkeypatch):
+    from pixelagent.agent import MIRAS_WEIGHTS_ENV, default_preset
+
+    monkeypatch.delenv(PRESET_ENV, raising=False)
+    monkeypatch.delenv(MIRAS_WEIGHTS_ENV, raising=False)
+    name, why = default_preset()
+    assert name == "miras-tiny" and "shipped" in why and MIRAS_WEIGHTS_ENV in why
+
+
+def test_miras_weights_are_chosen_only_with_a_gpu(monkeypatch, tmp_path):
+    from pixelagent.agent import MIRAS_WEIGHTS_ENV, default_preset
+
+    monkeypatch.delenv(PRESET_ENV, raising=False)
+    monkeypatch.setenv(MIRAS_WEIGHTS_ENV, str(tmp_path))
+    monkeypatch.setattr("pixelagent.agent._cuda_available", lambda: False)
+    name, why = default_preset()
+    assert name == "miras-tiny" and "no CUDA GPU" in why
+    monkeypatch.setattr("pixelagent.agent._cuda_available", lambda: True)
+    assert default_preset() == (str(tmp_path), f"MIRAS weights from ${MIRAS_WEIGHTS_ENV} and a CUDA GPU")
+    monkeypatch.setenv(PRESET_ENV, "fake")  # the explicit choice wins over both
+    assert default_preset() == ("fake", f"from ${PRESET_ENV}")
+
+
+def test_agent_records_how_its_preset_was_chosen(fake, monkeypatch):
+    monkeypatch.setenv(PRESET_ENV, "fake")
+    assert Agent().choice == f"from ${PRESET_ENV}"
+    assert Agent("fake").choice == "given"

@@ -123,3 +123,11 @@ def test_help_imports_no_torch():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert "Commands" in result.stdout and "segment" in result.stdout
     assert "HEAVY [] 0" in result.stdout, result.stdout + result.stderr
+
+
+def test_segment_without_a_preset_says_which_model_it_chose(fake, scene_file, capsys, monkeypatch):
+    monkeypatch.setenv("PIXELAGENT_PRESET", "fake")
+    assert main(["segment", str(scene_file), "the red one", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "using fake: from $PIXELAGENT_PRESET\n"
+    assert json.loads(captured.out)["reply"]["targets"]  # stdout stays machine-readable

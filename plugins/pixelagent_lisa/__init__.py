@@ -42,6 +42,6 @@ def register_presets(register):
              aliases=("lisa-7b",))
     register({"name": "lisa-tiny", "description": "LISA architecture at a CPU-test size (random init)",
               "visual_encoder": {"name": "clip", "settings": {"tiny": True}},
-              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 32}},
+              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64}},
               "alignment": "lisa-projection",
               "mask_decoder": {"name": "sam", "settings": {"size": "tiny"}}})

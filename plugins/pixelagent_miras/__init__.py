@@ -6,8 +6,18 @@ MIRAS = ConvNeXt-L @768 + CLIP-L/14 @336 fused by cross-attention (eq. 4) + LLaV
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pixelagent import hookimpl
 from pixelagent_miras.settings import DualEncoderSettings, RegionAlignmentSettings
+
+#: The trained miras-tiny that ships with pixelagent (``pixelagent recipe build-miras-tiny``).
+SHIPPED_TINY = Path(__file__).resolve().parent / "weights" / "miras-tiny"
+
+
+def shipped_tiny_weights() -> str | None:
+    """The shipped miras-tiny directory, or None in a checkout where it was not built yet."""
+    return str(SHIPPED_TINY) if (SHIPPED_TINY / "model.safetensors").is_file() else None
 
 
 def _build_dual(settings: DualEncoderSettings, context):
@@ -46,8 +56,12 @@ def register_presets(register):
               "alignment": "semantic-region",
               "mask_decoder": {"name": "sam", "settings": {"size": "vit_h", "checkpoint": "sam_vit_h_4b8939.pth"}}},
              aliases=("miras-7b",))
-    register({"name": "miras-tiny", "description": "MIRAS architecture at a CPU size (random init)",
+    weights = shipped_tiny_weights()
+    register({"name": "miras-tiny",
+              "description": ("MIRAS at a CPU size, trained on PRIST-Synth (shipped weights)" if weights
+                              else "MIRAS architecture at a CPU size (random init: no shipped weights)"),
+              "weights": weights,
               "visual_encoder": {"name": "miras-dual", "settings": {"tiny": True}},
-              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 32}},
+              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64}},
               "alignment": {"name": "semantic-region", "settings": {"heads": 8}},
               "mask_decoder": {"name": "sam", "settings": {"size": "tiny"}}})
