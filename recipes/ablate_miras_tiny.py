@@ -76,16 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     (args.work / "ablation.md").write_text(table)
     (args.work / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")
     if args.card is not None:
-        update_card(args.card, table)
+        update_card(args.card, table, "pixelagent recipe ablate-miras-tiny " + " ".join(argv or sys.argv[1:]))
     print(table)
     return 0
 
 
-def update_card(card: Path, table: str) -> None:
-    """Put ``table`` under the card's ``## Ablation`` heading (replacing an earlier one)."""
-    text = card.read_text()
-    head = text.split("\n## Ablation\n")[0].rstrip("\n")
-    command = "pixelagent recipe ablate-miras-tiny " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""
+def update_card(card: Path, table: str, command: str | None = None) -> None:
+    """Put ``table`` (and the ``command`` that made it) under the card's ``## Ablation`` heading,
+    replacing an earlier one."""
+    head = card.read_text().split("\n## Ablation\n")[0].rstrip("\n")
     card.write_text(f"{head}\n\n## Ablation\n\n{table}" + (f"\nReproduce: `{command}`\n" if command else ""))
 
 
