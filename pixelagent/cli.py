@@ -154,9 +154,7 @@ def demo_command(
     agent = Agent(preset)
     loaded = time.perf_counter() - started
     echo(f"model: {agent.preset.name} ({agent.choice}); loaded in {loaded:.1f} s")
-    report = run_demo(agent, demo_scenes(scenes), out, echo)
-    report.update(load_s=round(loaded, 3), total_s=round(time.perf_counter() - started, 3))
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    report = run_demo(agent, demo_scenes(scenes), out, echo, load_s=loaded)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

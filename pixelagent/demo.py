@@ -81,22 +81,20 @@ def demo_scenes(count: int = 3) -> list[DemoScene]:
 
 
 def iou(predicted: Mask | None, truth: np.ndarray) -> float:
-    """IoU of a reply's mask with the true mask (0 when the reply has no mask)."""
-    if predicted is None:
-        return 0.0
-    mask = predicted.array
-    union = np.logical_or(mask, truth).sum()
-    return float(np.logical_and(mask, truth).sum() / union) if union else 0.0
+    """IoU of a reply's mask with the (non-empty) true mask; 0 when the reply has no mask."""
+    return 0.0 if predicted is None else predicted.iou(Mask(truth))
 
 
 def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
-             echo: Callable[[str], None] = print) -> dict:
+             echo: Callable[[str], None] = print, load_s: float | None = None) -> dict:
     """Run every scene's dialogue; write ``scene-k.png``, ``scene-k-turn-t.png`` overlays and
     ``report.json`` into ``out_dir``; return the report (also what ``--json`` prints).
 
     Time to first mask: from opening the session (the image is encoded lazily, on the first
-    turn) to the first reply that carries a mask, in seconds.
+    turn) to the first reply that carries a mask, in seconds. ``load_s``: how long building the
+    agent took, recorded with ``total_s`` (loading plus the dialogues).
     """
+    started = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"preset": agent.preset.name, "scenes": []}
@@ -106,6 +104,8 @@ def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
     ious = [t["iou"] for s in report["scenes"] for t in s["turns"]]
     report["mean_iou"] = round(float(np.mean(ious)), 4) if ious else 0.0
     report["time_to_first_mask_s"] = round(float(np.median(firsts)), 3) if firsts else None
+    if load_s is not None:
+        report.update(load_s=round(load_s, 3), total_s=round(load_s + time.perf_counter() - started, 3))
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         work = (args.work / name).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        (work / "data").exists() or (work / "data").symlink_to(data, target_is_directory=True)
+        if not (work / "data").exists():  # every variant reads the same data
+            (work / "data").symlink_to(data, target_is_directory=True)
         log = build.BuildLog(work / "build.json")
         for stage, init, steps in (("stage1", None, args.steps1), ("stage2", work / "stage1" / "final", args.steps2)):
             extra = [*VARIANTS[name], f"optim.max_steps={steps}", f"checkpoint.every={steps}",

@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 HERE = Path(__file__).resolve().parent
 SHIPPED = HERE.parent / "plugins" / "pixelagent_miras" / "weights" / "miras-tiny"
 DATASETS = {  # name: synth options
@@ -206,18 +204,8 @@ Fine-granularity targets: mean IoU with the true target {_f(fine.get('target_iou
 object {_f(fine.get('parent_iou'))}.
 
 Response metrics of the reasoning turns (0-100 scales, as the paper's Table 3):
-{', '.join(f'{k} {v:.1f}' for k, v in sorted(_flat(response).items()) if k != 'count')}.
+{', '.join(f'{k} {v:.1f}' for k, v in sorted(response.items()) if isinstance(v, float))}.
 """
-
-
-def _flat(response: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in response.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{k}" if k != key else key: v for k, v in value.items() if isinstance(v, (int, float))})
-        elif isinstance(value, (int, float)):
-            out[key] = value
-    return out
 
 
 def _f(value: Any) -> str:
@@ -241,5 +229,4 @@ def run(command: list[str], env: dict[str, str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     sys.exit(main())

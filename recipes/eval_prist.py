@@ -113,12 +113,14 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
     scored = [r for r in records if r.id in predictions]
     for record in scored:
         prediction = predictions[record.id]
-        for pred, truth, single in zip(prediction["masks"], _turn_targets(record), _single_targets(record)):
+        for pred, turn in zip(prediction["masks"], _turn_annotations(record)):
             seg_turns += 1
             no_seg += pred is None
             predicted = None if pred is None else Mask.from_rle(pred)
-            if truth is not None:
-                meter.add(predicted, truth)
+            known = [t.mask for t in turn if t is not None and t.mask is not None]
+            if known and len(known) == len(turn):
+                meter.add(predicted, Mask.union_all(known))
+            single = turn[0] if len(turn) == 1 and known else None
             if single is not None and single.parent is not None and single.granularity == Granularity.FINE:
                 fine["target"].append(_iou(predicted, single.mask))
                 fine["parent"].append(_iou(predicted, single.parent))
@@ -139,35 +141,20 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
     }
 
 
-def _turn_targets(record: PristRecord) -> list[Mask | None]:
-    """Per segmentation turn, the union of its targets' masks (None where the data has none)."""
-    targets, masks = iter(record.targets), []
+def _turn_annotations(record: PristRecord) -> list[list]:
+    """Per segmentation turn, its target annotations in ``[SEG]`` order (None where the record
+    has fewer targets than ``[SEG]`` tokens)."""
+    targets, turns = iter(record.targets), []
     for _, reference in record.turns:
         spans = find_focus_spans(reference)
         if spans:
-            turn = [next(targets, None) for _ in spans]
-            known = [t.mask for t in turn if t is not None and t.mask is not None]
-            masks.append(Mask.union_all(known) if len(known) == len(spans) else None)
-    return masks
-
-
-def _single_targets(record: PristRecord) -> list:
-    """Per segmentation turn, its one target annotation (None for turns with several or none)."""
-    targets, singles = iter(record.targets), []
-    for _, reference in record.turns:
-        spans = find_focus_spans(reference)
-        if spans:
-            turn = [next(targets, None) for _ in spans]
-            singles.append(turn[0] if len(turn) == 1 and turn[0] is not None and turn[0].mask is not None else None)
-    return singles
+            turns.append([next(targets, None) for _ in spans])
+    return turns
 
 
 def _iou(predicted: Mask | None, truth: Mask) -> float:
-    if predicted is None:
-        return 0.0
-    a, b = predicted.array, truth.array
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 0.0
+    """IoU of a prediction with a (non-empty) truth; no prediction scores 0."""
+    return 0.0 if predicted is None else predicted.iou(truth)
 
 
 def _metric_names(text: str) -> list[str]:
