@@ -11,7 +11,8 @@ seeds and step counts, and evaluated with ``eval-prist`` on the PRIST-Synth test
 - ``no-dual``: the dual encoder replaced by the CLIP encoder alone (no ConvNeXt, no fusion);
 - ``lisa-tiny``: the LISA architecture (CLIP + ``[SEG]`` projection).
 
-The data comes from ``build-miras-tiny`` (its ``data`` step runs first if it is missing).
+The data and the stage-0 SAM-tiny come from ``build-miras-tiny`` (its ``data`` and ``sam`` steps
+run first if they are missing).
 Writes WORK/<variant>/{stage1,stage2,eval} and WORK/ablation.md / ablation.json; finished
 steps are skipped when the recipe is run again.
 """
@@ -45,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps1", type=int, default=300, help="stage-1 optimiser steps per variant")
     parser.add_argument("--steps2", type=int, default=400, help="stage-2 optimiser steps per variant")
     parser.add_argument("--eval-limit", type=int, default=100)
+    parser.add_argument("--sam-steps", type=int, default=build.SAM_STEPS,
+                        help="stage-0 steps, when the build's SAM-tiny is not there yet")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--card", type=Path, default=None,
                         help="a model card whose '## Ablation' section gets the table (e.g. the shipped MODEL_CARD.md)")
@@ -58,13 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     data = args.data.resolve()
-    build.make_data(data.parent, build.BuildLog(data.parent / "build.json"))
+    shared = build.BuildLog(data.parent / "build.json")
+    build.make_data(data.parent, shared)
+    build.pretrain_sam(data.parent, args.sam_steps, shared)  # stage 0, shared by every variant
     rows = {}
     for name in names:
         work = (args.work / name).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        if not (work / "data").exists():  # every variant reads the same data
-            (work / "data").symlink_to(data, target_is_directory=True)
+        for shared_dir in ("data", "sam"):  # every variant reads the same data and stage-0 SAM
+            if not (work / shared_dir).exists():
+                (work / shared_dir).symlink_to(data.parent / shared_dir, target_is_directory=True)
         log = build.BuildLog(work / "build.json")
         for stage, init, steps in (("stage1", None, args.steps1), ("stage2", work / "stage1" / "final", args.steps2)):
             extra = [*VARIANTS[name], f"optim.max_steps={steps}", f"checkpoint.every={steps}",

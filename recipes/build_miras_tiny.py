@@ -8,15 +8,17 @@ Steps (each is skipped when its output is already there, so an interrupted build
 1. ``data``: three PRIST-Synth sets under WORK/data: single-turn referring requests (stage 1,
    seed 1), PRIST-style reasoning dialogues (stage 2 and evaluation, seed 0) and narrowing
    dialogues with a mask every turn (stage 2, seed 2); 6000 dialogues each at 256 px.
-2. ``stage1``: ``recipes/configs/miras_tiny/stage1.yaml``; ``stage2``: ``.../stage2.yaml`` from all
-   stage-1 weights. With ``--procs 2`` each stage runs under torchrun (gloo, one thread per
+2. ``sam``: stage 0, ``pretrain-sam-tiny`` on the three sets' training splits (box and point
+   prompts; SAM-tiny's stand-in for Meta's SAM) into WORK/sam/sam_tiny.pth.
+3. ``stage1``: ``recipes/configs/miras_tiny/stage1.yaml`` from that SAM; ``stage2``: ``.../stage2.yaml``
+   from all stage-1 weights. With ``--procs 2`` each stage runs under torchrun (gloo, one thread per
    process), which on a 2-core CPU trains ~1.4x faster than one process with two threads.
-3. ``eval``: ``eval-prist`` on the reasoning set's test split (WORK/eval).
-4. ``ship``: the stage-2 model in float16 (``config.json``, ``model.safetensors``) and a model
+4. ``eval``: ``eval-prist`` on the reasoning set's test split (WORK/eval).
+5. ``ship``: the stage-2 model in float16 (``config.json``, ``model.safetensors``) and a model
    card with the data, steps, wall time, metrics and this command, into ``--ship-to``.
 
 Extra ``key=value`` arguments override both stage configs (e.g. ``optim.max_steps=200`` for a
-quick check). Timings and step outcomes are kept in WORK/build.json.
+quick check); ``--sam-steps`` sets stage 0's length. Timings and step outcomes are kept in WORK/build.json.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+SAM_WEIGHTS = "sam_tiny.pth"
 SHIPPED = HERE.parent / "plugins" / "pixelagent_miras" / "weights" / "miras-tiny"
 DATASETS = {  # name: synth options
     "prist-synth-referring": ["--n", "6000", "--turns", "1", "--seed", "1"],
@@ -38,6 +41,7 @@ DATASETS = {  # name: synth options
     "prist-synth-narrowing": ["--n", "6000", "--style", "narrowing", "--seed", "2"],
 }
 COMMAND = "pixelagent recipe build-miras-tiny --procs 2"
+SAM_STEPS = 1500
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -47,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ship-to", type=Path, default=SHIPPED)
     parser.add_argument("--eval-limit", type=int, default=200, help="evaluate the first N test dialogues "
                         "(0: all 600)")
+    parser.add_argument("--sam-steps", type=int, default=SAM_STEPS, help="stage-0 steps (SAM pretraining)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both training stages")
     return parser.parse_args(argv)
 
@@ -57,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     log = BuildLog(work / "build.json")
     make_data(work, log)
+    pretrain_sam(work, args.sam_steps, log)
     for stage, init in (("stage1", None), ("stage2", work / "stage1" / "final")):
         train_stage(stage, work, init, args.procs, args.overrides, log)
     evaluate(work, args.eval_limit, log)
@@ -87,11 +93,29 @@ def make_data(work: Path, log: BuildLog) -> None:
         log.record(f"data/{name}", seconds=round(time.perf_counter() - started, 1), options=options)
 
 
+def pretrain_sam(work: Path, steps: int, log: BuildLog) -> None:
+    """Stage 0: SAM-tiny pretrained on every mask of the three sets' training splits."""
+    out = work / "sam"
+    if (out / "summary.json").is_file():
+        return
+    started = time.perf_counter()
+    data = [str(work / "data" / name) for name in ("prist-synth-narrowing", "prist-synth-referring", "prist-synth")]
+    arguments = ["--data", *data, "--out", str(out), "--steps", str(steps)]
+    if (out / "state.pt").is_file():
+        arguments.append("--resume")
+    run([sys.executable, str(HERE / "pretrain_sam_tiny.py"), *arguments])
+    summary = json.loads((out / "summary.json").read_text())
+    log.record("sam", seconds=round(time.perf_counter() - started, 1), steps=steps,
+               val_iou_boxes=summary.get("val_iou_boxes"), val_iou_points=summary.get("val_iou_points"))
+
+
 def stage_overrides(stage: str, work: Path, init: Path | None, extra: list[str]) -> list[str]:
     data = work / "data"
     paths = {"stage1": {"referring": "prist-synth-referring"},
              "stage2": {"prist": "prist-synth", "narrowing": "prist-synth-narrowing"}}[stage]
     overrides = [f"output_dir={work / stage}"]
+    if stage == "stage1":
+        overrides.append(f"preset_overrides.mask_decoder.settings.checkpoint={work / 'sam' / SAM_WEIGHTS}")
     overrides += [f"data.sources.{source}.dataset_dir={data / name}" for source, name in paths.items()]
     overrides.append(f"data.val.dataset_dir={data / next(iter(paths.values()))}")
     if init is not None:
@@ -161,7 +185,10 @@ def model_card(build: dict[str, Any], metrics: dict[str, Any], parameters: int) 
     for name, bucket in [("overall", overall), *((g, by[g]) for g in ("coarse", "medium", "fine") if g in by)]:
         rows.append(f"| {name} | {_f(bucket.get('ciou'))} | {_f(bucket.get('giou'))} | {_f(bucket.get('f1'))} |")
     fine = metrics.get("fine_vs_parent", {})
-    stage_lines = []
+    sam = build.get("sam", {})
+    stage_lines = [f"- stage 0 (SAM-tiny, `pretrain-sam-tiny`): {sam.get('steps', '?')} steps of 8 images, "
+                   f"{_minutes(sam.get('seconds'))}; validation mean IoU {_f(sam.get('val_iou_boxes'))} from a box, "
+                   f"{_f(sam.get('val_iou_points'))} from one point"]
     for stage in ("stage1", "stage2"):
         info = build.get(stage, {})
         last = (info.get("metrics") or {}).get("last") or {}
@@ -189,8 +216,10 @@ scenes use seed 2026, which no training set uses.
 
 ## Training
 
-Configs `recipes/configs/miras_tiny/stage1.yaml` and `stage2.yaml` (every weight trains, the
-DICE term outweighs BCE; see their headers for why).
+Stage 0 pretrains SAM-tiny on every mask of the three sets' training splits, prompted by a box
+or a point, as Meta's SAM was on SA-1B; its image encoder then stays frozen. Configs
+`recipes/configs/miras_tiny/stage1.yaml` and `stage2.yaml` (every other weight trains, the DICE
+term outweighs BCE; see their headers for why).
 
 {chr(10).join(stage_lines)}
 

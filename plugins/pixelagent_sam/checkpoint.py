@@ -35,7 +35,9 @@ def missing_weights_message(size: str, path: Path | None = None) -> str:
     official = SIZES[size].checkpoint_file
     what = f"no SAM checkpoint at {path}" if path else f"no checkpoint given for SAM {size}"
     if official is None:  # tiny: there is nothing official to download
-        return f"{what}; SAM tiny has no official weights: leave checkpoint unset for seeded random weights"
+        return (f"{what}; SAM tiny has no official weights: make them with `pixelagent recipe "
+                "pretrain-sam-tiny --data DATASET_DIR --out DIR` (stage 0 of the tiny recipes), or "
+                "leave checkpoint unset for seeded random weights")
     return (
         f"{what}; expected the official {size} weights, {official} ({CHECKPOINT_URL}{official}). "
         "Point at the file with mask_decoder.settings.checkpoint in the preset, or "

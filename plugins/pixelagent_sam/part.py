@@ -211,6 +211,30 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
         low_res, _ = self._run_decoder(embeddings.embedding[i : i + 1], tokens)
         return postprocess_logits(low_res, embeddings.input_sizes[i], original_size, self.image_size)
 
+    def geometric_logits(
+        self, embeddings: SamImageEmbedding, index: int, *, boxes: torch.Tensor | None = None,
+        points: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's own prompts, for pretraining a decoder (``pretrain-sam-tiny``): n boxes (n, 4)
+        XYXY or n foreground points (n, 2) xy, in original pixels of image ``index`` → mask
+        logits (n, H, W), float32, and predicted IoU (n,); differentiable w.r.t. the decoder,
+        the image embedding and, when it trains, the prompt encoder's learned embeddings."""
+        if (boxes is None) == (points is None):
+            raise PartError("geometric_logits takes either boxes or points")
+        original_size = embeddings.original_sizes[index]
+        (h, w), (new_h, new_w) = original_size, resized_shape(*original_size, self.image_size)
+        scale = torch.tensor([new_w / w, new_h / h], dtype=torch.float32, device=self.device)
+        if boxes is not None:
+            corners = boxes.to(self.device, torch.float32).reshape(-1, 2, 2) * scale
+            tokens, _ = self.sam.prompt_encoder(points=None, boxes=corners.reshape(-1, 4), masks=None)
+        else:
+            coords = points.to(self.device, torch.float32).reshape(-1, 1, 2) * scale
+            labels = torch.ones(coords.shape[:2], dtype=torch.int, device=self.device)
+            tokens, _ = self.sam.prompt_encoder(points=(coords, labels), boxes=None, masks=None)
+        low_res, iou = self._run_decoder(embeddings.embedding[index : index + 1], tokens.to(self.dtype))
+        logits = postprocess_logits(low_res, embeddings.input_sizes[index], original_size, self.image_size)
+        return logits, iou[:, 0].float()
+
     # -- shared -------------------------------------------------------------------------------
     def _run_decoder(
         self, embedding: torch.Tensor, tokens: torch.Tensor

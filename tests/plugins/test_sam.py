@@ -338,3 +338,40 @@ def test_registered_builder_builds_the_part(registered):
 def test_invalid_settings_are_config_errors(registered, settings, problem):
     with pytest.raises(ConfigError, match=problem):
         registered.part("mask_decoder", "sam").validate_settings(settings)
+
+
+# -- pretraining with SAM's own prompts (pretrain-sam-tiny) ---------------------------------------
+def test_geometric_box_prompt_matches_inference_with_the_same_box():
+    part = build(train_image_encoder=True)
+    picture = image(96, 128)
+    box = (10.0, 20.0, 70.0, 80.0)
+    with torch.no_grad():
+        logits, iou = part.geometric_logits(part.embed_batch([picture]), 0, boxes=torch.tensor([box]))
+    assert logits.shape == (1, 96, 128) and logits.dtype == torch.float32 and iou.shape == (1,)
+    decoded = part.decode(part.embed_image(picture), [DecoderPrompt("box", box=box)], (96, 128))[0]
+    assert np.array_equal(decoded.mask, (logits[0] > 0).numpy())
+
+
+def test_geometric_point_prompts_train_encoder_decoder_and_point_embeddings():
+    part = build(train_image_encoder=True)
+    part.sam.prompt_encoder.requires_grad_(True)
+    embeddings = part.embed_batch([image(96, 128), image(120, 80, seed=1)])
+    logits, iou = part.geometric_logits(embeddings, 1, points=torch.tensor([[5.0, 7.0], [60.0, 100.0]]))
+    assert logits.shape == (2, 120, 80) and iou.shape == (2,)
+    (logits.sigmoid().mean() + iou.sum()).backward()
+    assert part.sam.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert part.sam.prompt_encoder.point_embeddings[1].weight.grad.abs().sum() > 0  # foreground points
+    assert part.sam.mask_decoder.iou_prediction_head.layers[0].weight.grad.abs().sum() > 0
+
+
+def test_geometric_logits_takes_boxes_or_points(tiny):
+    embeddings = tiny.embed_batch([image(96, 128)])
+    with pytest.raises(PartError, match="either boxes or points"):
+        tiny.geometric_logits(embeddings, 0)
+    with pytest.raises(PartError, match="either boxes or points"):
+        tiny.geometric_logits(embeddings, 0, boxes=torch.zeros(1, 4), points=torch.zeros(1, 2))
+
+
+def test_missing_tiny_checkpoint_says_how_to_make_one(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="pretrain-sam-tiny"):
+        build(checkpoint=str(tmp_path / "sam_tiny.pth"))

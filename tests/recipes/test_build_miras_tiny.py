@@ -40,6 +40,8 @@ def test_stage_overrides_point_the_shipped_configs_at_the_work_folder(stage, tmp
     dirs = {spec["dataset_dir"] for spec in config.data.sources.values()}
     assert dirs and all(d.startswith(str(tmp_path / "data")) for d in dirs)
     assert config.init_from == (str(init) if init else None)
+    sam = config.preset_overrides.get("mask_decoder", {}).get("settings", {}).get("checkpoint")
+    assert sam == (str(tmp_path / "sam" / "sam_tiny.pth") if stage == "stage1" else None)
 
 
 @pytest.mark.parametrize("variant, parts", [
@@ -55,8 +57,9 @@ def test_ablation_variants_build_the_parts_they_name_and_train_every_weight(vari
     assert {kind: preset.choice(kind).name for kind in parts} == parts
     model = SegmentationModel(registry.build(preset), preset)
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
-    # from scratch: everything trains except SAM's prompt encoder (fixed positional encodings)
-    assert frozen and all(n.startswith("mask_decoder.sam.prompt_encoder.") for n in frozen), frozen[:3]
+    # everything trains but SAM's stage-0 image encoder and its prompt encoder, as in LISA
+    assert {n.split(".")[2] for n in frozen} == {"image_encoder", "prompt_encoder"}, frozen[:3]
+    assert all(n.startswith("mask_decoder.sam.") for n in frozen), frozen[:3]
 
 
 def test_ship_writes_a_float16_model_and_a_card_that_agent_loads(tmp_path):
@@ -110,3 +113,20 @@ def test_the_ablation_table_goes_into_the_model_card_once(tmp_path):
     ablate.update_card(card, "| variant |\n|---|\n| b |\n")
     text = card.read_text()
     assert text.startswith("# miras-tiny\n\nbody\n\n## Ablation\n") and "| b |" in text and "| a |" not in text
+
+
+def test_stage0_runs_once_on_the_three_sets_and_is_logged(tmp_path):
+    from pixelagent.data.synth import SynthConfig, synthesize
+
+    for seed, name in enumerate(("prist-synth-narrowing", "prist-synth-referring", "prist-synth")):
+        synthesize(tmp_path / "data" / name, SynthConfig(n=20, size=128, seed=seed))
+    log = build.BuildLog(tmp_path / "build.json")
+    build.pretrain_sam(tmp_path, 2, log)
+    weights = tmp_path / "sam" / build.SAM_WEIGHTS
+    summary = json.loads((tmp_path / "sam" / "summary.json").read_text())
+    assert weights.is_file() and summary["steps"] == 2 and len(summary["data"]) == 3
+    record = json.loads((tmp_path / "build.json").read_text())["sam"]
+    assert record["steps"] == 2 and record["val_iou_boxes"] == summary["val_iou_boxes"]
+    stamp = weights.stat().st_mtime_ns
+    build.pretrain_sam(tmp_path, 2, log)  # done already: skipped
+    assert weights.stat().st_mtime_ns == stamp
