@@ -171,7 +171,9 @@ def ship(work: Path, target: Path, log: BuildLog) -> None:
     half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     target.mkdir(parents=True, exist_ok=True)
     save_file(half, str(target / WEIGHTS_FILE), metadata={"format": "pt", "dtype": "float16"})
-    (target / CONFIG_FILE).write_text((final / CONFIG_FILE).read_text())
+    config = json.loads((final / CONFIG_FILE).read_text())
+    config["preset"]["weights"] = None  # a path on the build machine; loading points it at the folder
+    (target / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     log.record("ship", target=str(target), megabytes=round((target / WEIGHTS_FILE).stat().st_size / 2**20, 2))
     metrics = json.loads((work / "eval" / "metrics.json").read_text())
     (target / "MODEL_CARD.md").write_text(model_card(log.data, metrics, sum(v.numel() for v in state.values())))

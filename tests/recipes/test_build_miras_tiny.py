@@ -66,6 +66,7 @@ def test_ship_writes_a_float16_model_and_a_card_that_agent_loads(tmp_path):
     registry = get_registry()
     preset = registry.preset("miras-tiny").preset.with_overrides(device="cpu", weights=None)
     model = SegmentationModel(registry.build(preset), preset)
+    model.preset = preset.with_overrides(weights=str(tmp_path / "on-the-build-machine"))  # as a trained preset may say
     work = tmp_path / "work"
     model.save_pretrained(work / "stage2" / "final")
     (work / "eval").mkdir()
@@ -81,6 +82,7 @@ def test_ship_writes_a_float16_model_and_a_card_that_agent_loads(tmp_path):
     build.ship(work, target, log)
     state = load_file(str(target / "model.safetensors"))
     assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float16}
+    assert json.loads((target / "config.json").read_text())["preset"]["weights"] is None  # no build-machine path
     card = (target / "MODEL_CARD.md").read_text()
     for text in ("0.610", "no-[SEG] rate 0.250", "| fine | 0.400", "0.450", "0.100", "1500 steps", "10.0 min", build.COMMAND):
         assert text in card, text
