@@ -129,12 +129,22 @@ def validate(part, dataset, images: int, seed: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # `pixelagent recipe` runs this in the caller's process: leave its thread count and RNG as found
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed)
+            return pretrain(args)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def pretrain(args: argparse.Namespace) -> int:
     from pixelagent.data.adapters import build_dataset
     from pixelagent.training.loop import warmup_linear
 
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
     train = [build_dataset({"type": "prist", "dataset_dir": str(d), "split": "train"}) for d in args.data]
     val = build_dataset({"type": "prist", "dataset_dir": str(args.data[0]), "split": "val"})
     sizes = np.cumsum([0] + [len(d) for d in train])

@@ -42,6 +42,16 @@ def test_stage0_writes_an_official_layout_checkpoint_that_sam_tiny_loads(synth, 
     assert steps == []  # logged every 25 steps; 4 steps log nothing but still save
 
 
+def test_running_in_process_leaves_the_callers_threads_and_rng_alone(synth, tmp_path):
+    torch.set_num_threads(2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    assert pretrain(synth, tmp_path / "sam", "--steps", "1") == 0  # asks for one thread, seed 0
+    assert torch.get_num_threads() == 2
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_rerun_needs_resume_and_resume_continues(synth, tmp_path, capsys):
     out = tmp_path / "sam"
     assert pretrain(synth, out, "--steps", "2") == 0
