@@ -142,12 +142,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def pretrain(args: argparse.Namespace) -> int:
+    from torch.utils.data import ConcatDataset
+
     from pixelagent.data.adapters import build_dataset
     from pixelagent.training.loop import warmup_linear
 
-    train = [build_dataset({"type": "prist", "dataset_dir": str(d), "split": "train"}) for d in args.data]
+    train = ConcatDataset([build_dataset({"type": "prist", "dataset_dir": str(d), "split": "train"})
+                           for d in args.data])
     val = build_dataset({"type": "prist", "dataset_dir": str(args.data[0]), "split": "val"})
-    sizes = np.cumsum([0] + [len(d) for d in train])
     part = build_sam(args.seed)
     part.train()
     params = [p for p in part.parameters() if p.requires_grad]
@@ -159,8 +161,7 @@ def pretrain(args: argparse.Namespace) -> int:
     with open(args.out / "metrics.jsonl", "a") as log:
         for step in range(start, args.steps):
             rng = np.random.default_rng([args.seed, step])  # the batch is a pure function of the step
-            picks = rng.integers(sizes[-1], size=args.images)
-            examples = [_example(train, sizes, int(p)) for p in picks]
+            examples = [train[int(i)] for i in rng.integers(len(train), size=args.images)]
             (bce, dice, mse), count, ious = step_losses(part, examples, rng, args.prompts)
             loss = (bce + dice + mse) / max(count, 1)
             optimizer.zero_grad(set_to_none=True)
@@ -184,11 +185,6 @@ def pretrain(args: argparse.Namespace) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary))
     return 0
-
-
-def _example(datasets, sizes: np.ndarray, flat: int):
-    which = int(np.searchsorted(sizes, flat, side="right")) - 1
-    return datasets[which][flat - int(sizes[which])]
 
 
 def _save(out: Path, part, optimizer, schedule, step: int) -> None:

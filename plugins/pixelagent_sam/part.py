@@ -28,7 +28,8 @@ from pixelagent.parts import DecoderPrompt, MaskDecoder, MaskPrediction
 from .checkpoint import missing_weights_message
 from .modeling import build_sam_model
 from .settings import SamSettings
-from .transforms import Size, box_to_input_frame, postprocess_logits, preprocess, resized_shape
+from .transforms import (Size, box_to_input_frame, input_frame_scale, postprocess_logits, preprocess,
+                         resized_shape)
 
 
 @dataclass
@@ -222,8 +223,7 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
         if (boxes is None) == (points is None):
             raise PartError("geometric_logits takes either boxes or points")
         original_size = embeddings.original_sizes[index]
-        (h, w), (new_h, new_w) = original_size, resized_shape(*original_size, self.image_size)
-        scale = torch.tensor([new_w / w, new_h / h], dtype=torch.float32, device=self.device)
+        scale = torch.tensor(input_frame_scale(original_size, self.image_size), device=self.device)
         if boxes is not None:
             corners = boxes.to(self.device, torch.float32).reshape(-1, 2, 2) * scale
             tokens, _ = self.sam.prompt_encoder(points=None, boxes=corners.reshape(-1, 4), masks=None)

@@ -51,14 +51,19 @@ def preprocess(
     return F.pad(normalised, (0, target - width, 0, target - height)), (height, width)
 
 
+def input_frame_scale(original_size: Size, target: int) -> tuple[float, float]:
+    """(sx, sy): multiply original-image x / y pixel coordinates by these for the resized frame."""
+    old_h, old_w = original_size
+    new_h, new_w = resized_shape(old_h, old_w, target)
+    return new_w / old_w, new_h / old_h
+
+
 def box_to_input_frame(
     box: tuple[float, float, float, float], original_size: Size, target: int
 ) -> tuple[float, float, float, float]:
     """An XYXY box in original-image pixels → the same box in the resized (unpadded) frame."""
-    old_h, old_w = original_size
-    new_h, new_w = resized_shape(old_h, old_w, target)
     x0, y0, x1, y1 = (float(v) for v in box)
-    sx, sy = new_w / old_w, new_h / old_h
+    sx, sy = input_frame_scale(original_size, target)
     return x0 * sx, y0 * sy, x1 * sx, y1 * sy
 
 
