@@ -62,19 +62,44 @@ class SamImageEmbedding:
         return sizes[0]
 
 
+class PromptGate(nn.Module):
+    """Text-to-pixel gate: a dense prompt from a sparse one (FiLM-style channel gating).
+
+    ``dense = Conv1x1(embedding * Linear(prompt))``: each image-embedding cell is gated
+    channel-wise by the prompt, so cells whose features match the prompt (the *red* bottle, not
+    the blue one) stand out before SAM's two-way transformer runs. The 1x1 convolution starts at
+    zero, so a new gate leaves SAM's output unchanged. Not part of SAM, LISA or MIRAS: the tiny
+    presets use it because SAM-tiny's decoder, prompted by one sparse token, learns *where* a
+    thing of the named kind is but hardly *which* one (measured: see the miras-tiny model card).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = nn.Linear(dim, dim)
+        self.out = nn.Conv2d(dim, dim, kernel_size=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, embedding: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+        """embedding (1, C, e, e), prompts (n, C) → dense prompts (n, C, e, e)."""
+        return self.out(embedding * self.scale(prompts)[:, :, None, None])
+
+
 class SamMaskDecoder(MaskDecoder, nn.Module):
     """SAM as a pixelagent mask decoder; ``sam`` is a ``segment_anything.modeling.Sam``.
 
     State-dict keys are ``sam.image_encoder.*``, ``sam.prompt_encoder.*``, ``sam.mask_decoder.*``.
     The image and prompt encoders are frozen, the mask decoder trains (DESIGN §2). With
     ``train_image_encoder`` (tiny models trained from scratch) the image encoder trains too.
+    With ``prompt_gate`` a :class:`PromptGate` (keys ``prompt_gate.*``, trained with the decoder)
+    also turns every embedding prompt into a dense prompt; box and point prompts do not use it.
 
     Attributes:
         prompt_dim: channels of a prompt token / the image embedding (256).
         image_size: side of the square input (1024; 128 for tiny).
     """
 
-    def __init__(self, sam: nn.Module, train_image_encoder: bool = False) -> None:
+    def __init__(self, sam: nn.Module, train_image_encoder: bool = False, prompt_gate: bool = False) -> None:
         super().__init__()
         self.sam = sam
         self.prompt_dim: int = sam.prompt_encoder.embed_dim
@@ -83,6 +108,7 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
         self.sam.image_encoder.requires_grad_(train_image_encoder)
         self.sam.prompt_encoder.requires_grad_(False)
         self.sam.mask_decoder.requires_grad_(True)
+        self.prompt_gate = PromptGate(self.prompt_dim) if prompt_gate else None
         self._keep_positional_encoding_float32()
 
     @property
@@ -164,7 +190,8 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
 
     def _decode_one(self, image_embedding: SamImageEmbedding, prompt: DecoderPrompt) -> MaskPrediction:
         tokens = self._prompt_tokens(prompt, image_embedding.original_size).unsqueeze(0)
-        low_res, iou = self._run_decoder(image_embedding.embedding, tokens)
+        gate = None if prompt.embedding is None else self._embedding_token(prompt.embedding)
+        low_res, iou = self._run_decoder(image_embedding.embedding, tokens, gate)
         logits = postprocess_logits(low_res, image_embedding.input_size, image_embedding.original_size,
                                     self.image_size)
         return MaskPrediction(mask=(logits[0] > 0.0).cpu().numpy(),
@@ -208,8 +235,8 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
             raise PartError(f"prompt embeddings must be (n, {self.prompt_dim}), got {tuple(prompts.shape)}")
         if prompts.shape[0] == 0:
             return torch.zeros((0, *original_size), device=self.device)
-        tokens = prompts.to(device=self.device, dtype=self.dtype).unsqueeze(1)  # (n, 1, 256)
-        low_res, _ = self._run_decoder(embeddings.embedding[i : i + 1], tokens)
+        prompts = prompts.to(device=self.device, dtype=self.dtype)
+        low_res, _ = self._run_decoder(embeddings.embedding[i : i + 1], prompts.unsqueeze(1), prompts)
         return postprocess_logits(low_res, embeddings.input_sizes[i], original_size, self.image_size)
 
     def geometric_logits(
@@ -237,18 +264,21 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
 
     # -- shared -------------------------------------------------------------------------------
     def _run_decoder(
-        self, embedding: torch.Tensor, tokens: torch.Tensor
+        self, embedding: torch.Tensor, tokens: torch.Tensor, gate_prompts: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One image's embedding (1, 256, e, e) and n prompts' tokens (n, k, 256) → low-res
-        logits (n, 1, 4e, 4e) and predicted IoU (n, 1); single-mask output, no mask prompt."""
+        logits (n, 1, 4e, 4e) and predicted IoU (n, 1); single-mask output, no mask prompt.
+        ``gate_prompts`` (n, 256), the embedding prompts, feed the prompt gate when there is one."""
         encoder = self.sam.prompt_encoder
         e_h, e_w = encoder.image_embedding_size
-        no_mask = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(tokens.shape[0], -1, e_h, e_w)
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(tokens.shape[0], -1, e_h, e_w)
+        if self.prompt_gate is not None and gate_prompts is not None:
+            dense = dense + self.prompt_gate(embedding, gate_prompts)
         return self.sam.mask_decoder(
             image_embeddings=embedding,
             image_pe=encoder.get_dense_pe().to(self.dtype),
             sparse_prompt_embeddings=tokens,
-            dense_prompt_embeddings=no_mask,
+            dense_prompt_embeddings=dense,
             multimask_output=False,
         )
 
@@ -257,7 +287,11 @@ def build_sam_decoder(settings: SamSettings | dict[str, Any], context: Any) -> S
     """The registry's builder: a :class:`SamMaskDecoder` in eval mode on the preset's device/dtype."""
     if not isinstance(settings, SamSettings):
         settings = SamSettings.model_validate(settings)
-    decoder = SamMaskDecoder(sam_from_settings(settings), train_image_encoder=settings.train_image_encoder)
+    sam = sam_from_settings(settings)
+    with torch.random.fork_rng(devices=[]):  # the gate's init is seeded too, the caller's RNG untouched
+        torch.manual_seed(settings.seed)
+        decoder = SamMaskDecoder(sam, train_image_encoder=settings.train_image_encoder,
+                                 prompt_gate=settings.prompt_gate)
     decoder.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
     return decoder.eval()
 

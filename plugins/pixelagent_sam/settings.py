@@ -39,6 +39,13 @@ class SamSettings(BaseModel):
         "For tiny models trained from scratch, whose random encoder would otherwise stay random; "
         "the frozen-feature cache then skips this part.",
     )
+    prompt_gate: bool = Field(
+        False,
+        description="Also turn each embedding prompt into a dense prompt: the image embedding gated "
+        "channel-wise by a linear map of the prompt, then a zero-initialised 1x1 convolution "
+        "(FiLM-style; not in SAM, LISA or MIRAS). The tiny presets use it: a SAM-tiny decoder "
+        "prompted by one sparse token finds the kind of thing named but hardly which instance.",
+    )
     seed: int = Field(
         0,
         ge=0,

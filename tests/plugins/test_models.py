@@ -98,7 +98,7 @@ def test_semantic_region_alignment_is_a_registered_trained_module():
 def test_trainable_split_matches_the_design():
     model = build("miras-tiny")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    allowed = ("alignment.", "mask_decoder.sam.mask_decoder.", "visual_encoder.fusion.")
+    allowed = ("alignment.", "mask_decoder.sam.mask_decoder.", "mask_decoder.prompt_gate.", "visual_encoder.fusion.")
     for name in trainable:
         assert name.startswith(allowed) or "lora_" in name or "lm_head" in name or "embed_tokens" in name, name
     assert any("lora_A" in n for n in trainable)

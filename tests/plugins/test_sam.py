@@ -287,6 +287,47 @@ def test_predict_logits_trains_the_decoder_and_the_prompts(tiny):
     tiny.zero_grad(set_to_none=True)
 
 
+# -- the prompt gate (tiny presets) ---------------------------------------------------------------
+def test_a_new_prompt_gate_leaves_sams_output_unchanged(tiny):
+    gated = build(prompt_gate=True)
+    assert gated.prompt_gate is not None and tiny.prompt_gate is None
+    assert {k for k in gated.state_dict() if not k.startswith("sam.")} == {
+        "prompt_gate.scale.weight", "prompt_gate.scale.bias", "prompt_gate.out.weight", "prompt_gate.out.bias"}
+    embeddings = tiny.embed_batch([image(96, 128)])
+    prompts = torch.randn(3, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(gated.predict_logits(embeddings, [prompts])[0], tiny.predict_logits(embeddings, [prompts])[0])
+
+
+def test_the_prompt_gate_trains_and_changes_masks_with_the_prompt(tiny):
+    gated = build(prompt_gate=True)
+    embeddings = gated.embed_batch([image(96, 128)])
+    prompts = torch.randn(2, 256, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    gated.predict_logits(embeddings, [prompts])[0].sigmoid().mean().backward()
+    # zero-initialised output: only its 1x1 convolution receives a gradient on the first step
+    assert gated.prompt_gate.out.weight.grad.abs().sum() > 0
+    torch.nn.init.normal_(gated.prompt_gate.out.weight, std=0.05)
+    gate = gated.prompt_gate(embeddings.embedding, prompts.detach())
+    assert gate.shape == (2, 256, 16, 16)
+    # the dense prompt differs per prompt and per cell: it depends on both text and image
+    assert not torch.allclose(gate[0], gate[1]) and gate[0].std(dim=(1, 2)).abs().sum() > 0
+    # decode() (inference) feeds an embedding prompt through the gate as predict_logits does
+    with torch.no_grad():
+        logits = gated.predict_logits(embeddings, [prompts.detach()[:1]])[0][0]
+        mask = gated.decode(embeddings, [DecoderPrompt("a", embedding=prompts.detach()[0])], (96, 128))[0].mask
+    assert np.array_equal(mask, (logits > 0).numpy())
+    # box prompts do not use it: the same mask with or without the gate
+    box = DecoderPrompt("b", box=(5.0, 10.0, 60.0, 70.0))
+    assert np.array_equal(gated.decode(embeddings, [box], (96, 128))[0].mask,
+                          tiny.decode(embeddings, [box], (96, 128))[0].mask)
+
+
+def test_tiny_presets_use_the_prompt_gate():
+    registry = get_registry()
+    for name in ("miras-tiny", "lisa-tiny"):
+        assert registry.preset(name).preset.choice("mask_decoder").settings["prompt_gate"] is True
+
+
 def test_embed_batch_matches_embed_image(tiny):
     pictures = [image(96, 128), image(120, 80, seed=1)]
     batch = tiny.embed_batch(pictures)
