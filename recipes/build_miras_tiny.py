@@ -201,10 +201,7 @@ def model_card(build: dict[str, Any], metrics: dict[str, Any], parameters: int) 
 
 The MIRAS architecture (dual visual encoder with cross-attention fusion, LLaVA-NeXT-style LLM,
 semantic region alignment, SAM mask decoder) at a CPU size, trained from random weights by
-pixelagent's own recipes on PRIST-Synth. One addition for this size: SAM-tiny's prompt gate
-(`prompt_gate: true`) also turns the `[SEG]` prompt into a dense prompt, the image embedding
-gated channel-wise by the prompt, because one sparse token alone taught SAM-tiny's decoder
-*where* a thing of the named kind is but hardly *which* one (the red bottle, not the blue one). It is the default model of `Agent()` when no GPU
+pixelagent's own recipes on PRIST-Synth. It is the default model of `Agent()` when no GPU
 and MIRAS weights are configured. It understands PRIST-Synth scenes (flat-coloured bottles,
 mugs, signs, books, buses, coins with parts and printed words) and little else: it is a
 demonstration of the whole system, not a general segmenter.

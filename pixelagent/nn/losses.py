@@ -20,6 +20,9 @@ class LossWeights:
     text: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
+    #: Scale of the mask losses' gradient into the LLM's hidden states (1 = end to end, as the
+    #: paper). The forward pass is unchanged; only the backward signal into the LLM shrinks.
+    llm_mask_grad: float = 1.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, scale: float = DICE_SCALE,
@@ -51,3 +54,11 @@ def mask_losses(logits: list[torch.Tensor], targets: list[torch.Tensor]) -> tupl
     bce = sum(bce_loss(l.float(), t) for l, t in zip(logits, targets) if t.shape[0])
     dice = sum(dice_loss(l.float(), t) for l, t in zip(logits, targets) if t.shape[0])
     return bce / count, dice / count
+
+
+def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
+    """``tensor`` unchanged in the forward pass, its gradient multiplied by ``scale`` in the backward."""
+    if scale == 1.0:
+        return tensor
+    detached = tensor.detach()
+    return detached + (tensor - detached) * scale  # exactly ``tensor`` forward: the difference is 0

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pixelagent.errors import ConfigError, PartError, WeightsNotFoundError
-from pixelagent.nn.losses import LossWeights, mask_losses
+from pixelagent.nn.losses import LossWeights, mask_losses, scale_grad
 from pixelagent.parts import PART_KINDS, Part
 from pixelagent.presets import Preset, parse_preset
 
@@ -86,7 +86,7 @@ class SegmentationModel(nn.Module):
         visual = self._encode(images)
         encoded = [self.llm.encode_dialogue(s.turns) for s in samples]
         text = self.llm.forward_train([e[0] for e in encoded], [e[1] for e in encoded], visual)
-        prompts = self.alignment.embed_batch(text.hidden, text.ids)
+        prompts = self.alignment.embed_batch(scale_grad(text.hidden, self.weights.llm_mask_grad), text.ids)
         _check_counts(prompts, samples)
         logits = self.mask_decoder.predict_logits(self._embed(images), prompts)
         targets = [torch.from_numpy(np.array(s.masks, dtype=bool)).to(l.device) for s, l in zip(samples, logits)]

@@ -35,11 +35,16 @@ class OptimConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """λ_t, λ_bce, λ_dice of eq. 8."""
+    """λ_t, λ_bce, λ_dice of eq. 8, and how much of the mask losses' gradient reaches the LLM."""
 
     text: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
+    llm_mask_grad: float = Field(
+        1.0, ge=0, le=1,
+        description="Scale of the mask losses' gradient into the LLM's hidden states: 1 trains end to "
+        "end as the paper; less keeps a small LLM's answers from being bent towards the mask decoder "
+        "(the alignment and decoder still get the full gradient).")
 
 
 class DataConfig(_Strict):

@@ -2,11 +2,11 @@
 
 import torch
 
-from pixelagent.nn.losses import LossWeights, bce_loss, dice_loss, mask_losses
+from pixelagent.nn.losses import LossWeights, bce_loss, dice_loss, mask_losses, scale_grad
 
 
 def test_weights_are_the_papers():
-    assert LossWeights() == LossWeights(text=1.0, bce=2.0, dice=0.5)
+    assert LossWeights() == LossWeights(text=1.0, bce=2.0, dice=0.5, llm_mask_grad=1.0)
 
 
 def test_dice_matches_the_formula():
@@ -42,3 +42,12 @@ def test_no_masks_gives_zero_that_backpropagates():
     bce, dice = mask_losses([logits], [torch.zeros(0, 4, 4)])
     assert bce.item() == 0 and dice.item() == 0
     (bce + dice).backward()
+
+
+def test_scale_grad_keeps_the_value_and_scales_the_gradient():
+    x = torch.randn(3, 4, requires_grad=True)
+    y = scale_grad(x, 0.1)
+    assert torch.equal(y, x)
+    (y * torch.arange(12.0).reshape(3, 4)).sum().backward()
+    assert torch.allclose(x.grad, 0.1 * torch.arange(12.0).reshape(3, 4))
+    assert scale_grad(x, 1.0) is x

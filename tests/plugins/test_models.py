@@ -201,3 +201,25 @@ def test_alignment_prompts_start_at_the_scale_of_sams_own_tokens():
         prompts = torch.cat(model.alignment.embed_batch(text.hidden, text.ids))
     ratio = prompts.std().item() / sam_tokens.std().item()
     assert 0.3 < ratio < 3.0, ratio  # PyTorch's default Linear init gave ~0.05 here
+
+
+def test_llm_mask_grad_scales_only_the_mask_gradient_into_the_llm():
+    from pixelagent.nn.losses import LossWeights
+
+    registry = get_registry()
+    preset = registry.preset("miras-tiny").preset.with_overrides(device="cpu", weights=None)
+    parts = registry.build(preset)
+    grads = {}
+    for scale in (1.0, 0.1):
+        model = SegmentationModel(parts, preset, LossWeights(text=0.0, bce=1.0, dice=1.0, llm_mask_grad=scale))
+        model.train()
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)  # the same LoRA dropout masks in both runs
+        out = model(batch())
+        out.loss.backward()
+        llm = [p.grad.clone() for p in model.llm.parameters() if p.requires_grad and p.grad is not None]
+        grads[scale] = (out.loss.item(), llm, model.alignment.out.weight.grad.clone())
+    (loss_1, llm_1, align_1), (loss_01, llm_01, align_01) = grads[1.0], grads[0.1]
+    assert loss_1 == loss_01  # the forward pass is the same
+    assert llm_1 and all(torch.allclose(b, 0.1 * a, atol=1e-7) for a, b in zip(llm_1, llm_01))
+    assert torch.equal(align_1, align_01)  # the alignment still gets the full gradient
