@@ -69,8 +69,7 @@ class Trainer:
             from pixelagent.presets import load_preset_file
             preset = load_preset_file(self.config.preset)
         preset = preset.with_overrides(**self.config.preset_overrides, device=self.device)
-        loss = self.config.loss
-        model = SegmentationModel(registry.build(preset), preset, LossWeights(loss.text, loss.bce, loss.dice, loss.llm_mask_grad))
+        model = SegmentationModel(registry.build(preset), preset, LossWeights(**self.config.loss.model_dump()))
         if self.config.init_from:
             model.load_weights(self.config.init_from)  # all of stage 1: LoRA, projection, alignment, decoder
         if self.config.feature_cache:

@@ -190,7 +190,7 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
 
     def _decode_one(self, image_embedding: SamImageEmbedding, prompt: DecoderPrompt) -> MaskPrediction:
         tokens = self._prompt_tokens(prompt, image_embedding.original_size).unsqueeze(0)
-        gate = None if prompt.embedding is None else self._embedding_token(prompt.embedding)
+        gate = None if prompt.embedding is None else tokens[0, -1:]  # the embedding token comes last
         low_res, iou = self._run_decoder(image_embedding.embedding, tokens, gate)
         logits = postprocess_logits(low_res, image_embedding.input_size, image_embedding.original_size,
                                     self.image_size)

@@ -287,7 +287,7 @@ def test_predict_logits_trains_the_decoder_and_the_prompts(tiny):
     tiny.zero_grad(set_to_none=True)
 
 
-# -- the prompt gate (tiny presets) ---------------------------------------------------------------
+# -- the prompt gate (an option) ------------------------------------------------------------------
 def test_a_new_prompt_gate_leaves_sams_output_unchanged(tiny):
     gated = build(prompt_gate=True)
     assert gated.prompt_gate is not None and tiny.prompt_gate is None
