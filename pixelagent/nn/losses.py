@@ -23,6 +23,8 @@ class LossWeights:
     #: Scale of the mask losses' gradient into the LLM's hidden states (1 = end to end, as the
     #: paper). The forward pass is unchanged; only the backward signal into the LLM shrinks.
     llm_mask_grad: float = 1.0
+    #: Auxiliary, not in eq. 8 (0 = off): each prompt predicts the words of its own phrase.
+    phrase: float = 0.0
 
 
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, scale: float = DICE_SCALE,
@@ -62,3 +64,14 @@ def scale_grad(tensor: torch.Tensor, scale: float) -> torch.Tensor:
         return tensor
     detached = tensor.detach()
     return detached + (tensor - detached) * scale  # exactly ``tensor`` forward: the difference is 0
+
+
+def phrase_loss(logits: torch.Tensor, words: torch.Tensor) -> torch.Tensor:
+    """Bag-of-words reconstruction: logits and multi-hot targets (n, V) → scalar, summed over the n rows.
+
+    Per row, the mean over its k words of their softmax cross-entropy; the minimum, log k, is
+    reached when the row spreads its probability evenly over exactly its own words.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    words = words.to(log_probs.dtype)
+    return (-(log_probs * words).sum(-1) / words.sum(-1).clamp(min=1.0)).sum()

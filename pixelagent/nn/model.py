@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pixelagent.errors import ConfigError, PartError, WeightsNotFoundError
-from pixelagent.nn.losses import LossWeights, mask_losses, scale_grad
+from pixelagent.nn.losses import LossWeights, mask_losses, phrase_loss, scale_grad
+from pixelagent.nn.tokens import focus_spans
 from pixelagent.parts import PART_KINDS, Part
 from pixelagent.presets import Preset, parse_preset
 
@@ -27,6 +28,8 @@ WEIGHTS_FILE = "model.safetensors"
 ADAPTER_DIR = "adapter"
 FORMAT = "pixelagent-segmentation-model"
 FORMAT_VERSION = 1
+#: State-dict prefixes of training-only modules, left out of saved models.
+TRAINING_ONLY = ("phrase_head.",)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class ModelOutput:
     bce_loss: torch.Tensor
     dice_loss: torch.Tensor
     mask_logits: list[torch.Tensor]
+    phrase_loss: torch.Tensor | None = None  # only with the auxiliary phrase loss on
 
 
 class SegmentationModel(nn.Module):
@@ -69,6 +73,19 @@ class SegmentationModel(nn.Module):
         self.preset = preset
         self.weights = weights
         self.feature_cache = None  # a FeatureCache: frozen encoder outputs reused across epochs
+        self.phrase_noise = None  # a PhraseNoise applied to training dialogues (train mode only)
+        # Training-only (loss.phrase > 0): prompt → logits over the LLM's vocabulary; never saved.
+        self.phrase_head = self._phrase_head() if weights.phrase > 0 else None
+
+    def _phrase_head(self) -> nn.Linear:
+        tokenizer = getattr(self.llm, "tokenizer", None)
+        if tokenizer is None or not hasattr(self.alignment, "seg_id"):
+            raise ConfigError("loss.phrase needs an LLM with a tokenizer and a [SEG]-token alignment; "
+                              "set loss.phrase: 0 for this preset")
+        with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG untouched
+            torch.manual_seed(0)
+            head = nn.Linear(getattr(self.mask_decoder, "prompt_dim", 256), len(tokenizer))
+        return head.to(next(self.alignment.parameters()).device)
 
     def use_feature_cache(self, directory: str | os.PathLike) -> None:
         """Keep frozen encoder outputs under ``directory`` (parts without the split are unaffected)."""
@@ -85,6 +102,8 @@ class SegmentationModel(nn.Module):
         images = [s.image for s in samples]
         visual = self._encode(images)
         encoded = [self.llm.encode_dialogue(s.turns) for s in samples]
+        if self.training and self.phrase_noise is not None:
+            encoded = [self.phrase_noise(ids, labels) for ids, labels in encoded]
         text = self.llm.forward_train([e[0] for e in encoded], [e[1] for e in encoded], visual)
         prompts = self.alignment.embed_batch(scale_grad(text.hidden, self.weights.llm_mask_grad), text.ids)
         _check_counts(prompts, samples)
@@ -93,7 +112,29 @@ class SegmentationModel(nn.Module):
         bce, dice = mask_losses(logits, targets)
         w = self.weights
         loss = w.text * text.loss + w.bce * bce.to(text.loss.device) + w.dice * dice.to(text.loss.device)
-        return ModelOutput(loss, text.loss, bce, dice, logits)
+        phrase = None
+        if self.phrase_head is not None:
+            phrase = self._phrase_loss(prompts, text.ids)
+            loss = loss + w.phrase * phrase
+        return ModelOutput(loss, text.loss, bce, dice, logits, phrase)
+
+    def _phrase_loss(self, prompts: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch's ``[SEG]`` prompts of :func:`phrase_loss` against their phrase's words."""
+        rows, targets = [], []
+        seg_id, obj_id = self.alignment.seg_id, getattr(self.alignment, "obj_id", None)
+        for sequence_ids, sequence_prompts in zip(ids, prompts):
+            for prompt, (start, seg) in zip(sequence_prompts, focus_spans(sequence_ids, seg_id, obj_id)):
+                words = sequence_ids[start + 1:seg]
+                if words.numel() == 0:  # a bare [SEG]: no phrase to reconstruct
+                    continue
+                target = torch.zeros(self.phrase_head.out_features, device=prompt.device)
+                target[words] = 1.0
+                rows.append(prompt)
+                targets.append(target)
+        if not rows:  # still connected, so DDP sees a gradient for the head
+            return self.phrase_head.weight.sum() * 0.0
+        logits = self.phrase_head(torch.stack(rows).float())
+        return phrase_loss(logits, torch.stack(targets)) / len(rows)
 
     def _encode(self, images: list[np.ndarray]) -> torch.Tensor:
         encoder = self.visual_encoder
@@ -124,7 +165,7 @@ class SegmentationModel(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
-                 if include_frozen or k in trainable}
+                 if (include_frozen or k in trainable) and not k.startswith(TRAINING_ONLY)}
         save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         if hasattr(self.llm, "save_adapter"):
             self.llm.save_adapter(str(directory / ADAPTER_DIR))
@@ -150,6 +191,7 @@ class SegmentationModel(nn.Module):
                                        "written by SegmentationModel.save_pretrained")
         state = load_file(str(path))
         missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith(TRAINING_ONLY)]  # never saved
         if not _is_complete(directory):  # trainable-only save: the rest came from the base checkpoints
             missing = [k for k in missing if k in {n for n, p in self.named_parameters() if p.requires_grad}]
         if missing or unexpected:

@@ -35,7 +35,7 @@ class OptimConfig(_Strict):
 
 
 class LossConfig(_Strict):
-    """λ_t, λ_bce, λ_dice of eq. 8, and how much of the mask losses' gradient reaches the LLM."""
+    """λ_t, λ_bce, λ_dice of eq. 8, how much of the mask losses' gradient reaches the LLM, an auxiliary loss."""
 
     text: float = 1.0
     bce: float = 2.0
@@ -45,6 +45,22 @@ class LossConfig(_Strict):
         description="Scale of the mask losses' gradient into the LLM's hidden states: 1 trains end to "
         "end as the paper; less keeps a small LLM's answers from being bent towards the mask decoder "
         "(the alignment and decoder still get the full gradient).")
+    phrase: float = Field(
+        0.0, ge=0,
+        description="Auxiliary, not in the paper (0 = off): a training-only linear head predicts, from "
+        "each [SEG] prompt, the words of its [OBJ] phrase (cross-entropy per word), so the prompt must "
+        "carry all of them, the colour too. The head is not saved with the model.")
+
+
+class PhraseNoiseConfig(_Strict):
+    """Training-time swaps of unreliable words inside ``[OBJ]…[SEG]`` spans (not in the paper)."""
+
+    p: float = Field(0.0, ge=0, le=1, description="chance that each grouped word of a span is swapped")
+    groups: list[list[str]] = Field(
+        default_factory=list,
+        description="interchangeable words, e.g. [[top, bottom, centre], [left, right]]: a swapped word "
+        "becomes another of its group in the LLM's input and leaves the text loss; the mask target "
+        "stays, so the mask path learns not to rely on these words alone")
 
 
 class DataConfig(_Strict):
@@ -105,6 +121,7 @@ class TrainConfig(_Strict):
     data: DataConfig
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()
+    phrase_noise: PhraseNoiseConfig = PhraseNoiseConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     log: LogConfig = LogConfig()
     validate_: Optional[ValidateConfig] = Field(None, alias="validate")

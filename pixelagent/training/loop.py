@@ -38,6 +38,17 @@ def warmup_linear(warmup: int, total: int):
     return factor
 
 
+def _phrase_noise(model: SegmentationModel, groups: list[list[str]], p: float):
+    from pixelagent.nn.phrase_noise import PhraseNoise
+
+    tokenizer = getattr(model.llm, "tokenizer", None)
+    if tokenizer is None or not hasattr(model.alignment, "seg_id"):
+        raise ConfigError("phrase_noise needs an LLM with a tokenizer and a [SEG]-token alignment; "
+                          "set phrase_noise.p: 0 for this preset")
+    return PhraseNoise.from_words(groups, p, tokenizer, model.alignment.seg_id,
+                                  getattr(model.alignment, "obj_id", None))
+
+
 class Trainer:
     """Builds the model, data and optimiser from a :class:`TrainConfig` and trains it."""
 
@@ -74,6 +85,9 @@ class Trainer:
             model.load_weights(self.config.init_from)  # all of stage 1: LoRA, projection, alignment, decoder
         if self.config.feature_cache:
             model.use_feature_cache(self.config.feature_cache)
+        noise = self.config.phrase_noise
+        if noise.p > 0 and noise.groups:
+            model.phrase_noise = _phrase_noise(model, noise.groups, noise.p)
         return model
 
     def build_data(self):
@@ -152,6 +166,8 @@ class Trainer:
             with (contextlib.nullcontext() if sync else engine.no_sync()), self._autocast():
                 out = engine(samples)
                 (out.loss / len(chunks)).backward()
+            if out.phrase_loss is not None:
+                totals.setdefault("phrase_loss", 0.0)
             for key in totals:
                 totals[key] += getattr(out, key).detach().item() / len(chunks)
         torch.nn.utils.clip_grad_norm_([p for p in engine.parameters() if p.requires_grad],

@@ -1,12 +1,14 @@
 """Eq. 8 pieces checked against direct computations."""
 
+import math
+
 import torch
 
-from pixelagent.nn.losses import LossWeights, bce_loss, dice_loss, mask_losses, scale_grad
+from pixelagent.nn.losses import LossWeights, bce_loss, dice_loss, mask_losses, phrase_loss, scale_grad
 
 
 def test_weights_are_the_papers():
-    assert LossWeights() == LossWeights(text=1.0, bce=2.0, dice=0.5, llm_mask_grad=1.0)
+    assert LossWeights() == LossWeights(text=1.0, bce=2.0, dice=0.5, llm_mask_grad=1.0, phrase=0.0)
 
 
 def test_dice_matches_the_formula():
@@ -51,3 +53,14 @@ def test_scale_grad_keeps_the_value_and_scales_the_gradient():
     (y * torch.arange(12.0).reshape(3, 4)).sum().backward()
     assert torch.allclose(x.grad, 0.1 * torch.arange(12.0).reshape(3, 4))
     assert scale_grad(x, 1.0) is x
+
+
+def test_phrase_loss_is_the_mean_word_cross_entropy_per_prompt():
+    logits = torch.tensor([[2.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
+    words = torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0]])
+    log_z = math.log(math.exp(2) + 2 + math.e)
+    expected = ((log_z - 2) + (log_z - 1)) / 2 + math.log(4)
+    assert math.isclose(phrase_loss(logits, words).item(), expected, rel_tol=1e-6)
+    # spreading the probability evenly over exactly its own words gives the minimum, log k
+    even = torch.tensor([[30.0, -30.0, -30.0, 30.0]])
+    assert math.isclose(phrase_loss(even, words[:1]).item(), math.log(2), rel_tol=1e-4)

@@ -223,3 +223,57 @@ def test_llm_mask_grad_scales_only_the_mask_gradient_into_the_llm():
     assert loss_1 == loss_01  # the forward pass is the same
     assert llm_1 and all(torch.allclose(b, 0.1 * a, atol=1e-7) for a, b in zip(llm_1, llm_01))
     assert torch.equal(align_1, align_01)  # the alignment still gets the full gradient
+
+
+def test_auxiliary_phrase_loss_trains_a_head_that_is_never_saved(tmp_path):
+    from safetensors.torch import load_file
+
+    from pixelagent.nn.losses import LossWeights
+
+    registry = get_registry()
+    preset = registry.preset("miras-tiny").preset.with_overrides(device="cpu", weights=None)
+    model = SegmentationModel(registry.build(preset), preset, LossWeights(phrase=1.0))
+    model.train()
+    out = model(batch())
+    # at init the head's distribution is near uniform: the cross-entropy is about log V
+    vocabulary = model.phrase_head.out_features
+    assert out.phrase_loss is not None and abs(out.phrase_loss.item() - np.log(vocabulary)) < 1.0
+    plain = out.loss - out.phrase_loss
+    assert torch.allclose(plain, 1.0 * out.text_loss + 2.0 * out.bce_loss + 0.5 * out.dice_loss)
+    out.loss.backward()
+    assert model.phrase_head.weight.grad.abs().sum() > 0
+    assert model.alignment.out.weight.grad.abs().sum() > 0  # it reaches the prompt path
+    # the targets are the two phrases' words, and only they are pulled up
+    words = {i for phrase in ("the red region", "the blue region")
+             for i in model.llm.tokenizer(phrase, add_special_tokens=False)["input_ids"]}
+    pulled = set(torch.nonzero(model.phrase_head.bias.grad < 0).flatten().tolist())
+    assert pulled == words
+    saved = model.save_pretrained(tmp_path / "m")
+    assert not any(k.startswith("phrase_head.") for k in load_file(str(saved / "model.safetensors")))
+    again = SegmentationModel.from_pretrained(saved, device="cpu")  # no head and nothing missing
+    assert again.phrase_head is None
+    assert SegmentationModel(registry.build(preset), preset).phrase_head is None  # off by default
+
+
+def test_phrase_noise_reaches_the_llm_in_training_only(monkeypatch):
+    from pixelagent.nn.phrase_noise import PhraseNoise
+
+    model = build("miras-tiny")
+    tokenizer = model.llm.tokenizer
+    model.phrase_noise = PhraseNoise.from_words([["red", "blue"]], 1.0, tokenizer, model.alignment.seg_id,
+                                                model.alignment.obj_id)
+    seen, forward_train = [], model.llm.forward_train
+    monkeypatch.setattr(model.llm, "forward_train", lambda ids, labels, visual: (
+        seen.append((ids[0], labels[0])), forward_train(ids, labels, visual))[1])
+    model.train()
+    model(batch()[:1])
+    model.eval()
+    with torch.no_grad():
+        model(batch()[:1])
+    (noisy, noisy_labels), (clean, clean_labels) = seen
+    assert (clean, clean_labels) == model.llm.encode_dialogue([(QUESTION, ANSWER)])
+    red, blue = (tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("red", "blue"))
+    # "What is red here?" keeps its red; the phrase's red becomes blue and leaves the text loss
+    assert clean.count(red) == 2 and noisy.count(red) == 1 and noisy.count(blue) == clean.count(blue) + 1
+    swapped = noisy.index(blue)
+    assert clean[swapped] == red and noisy_labels[swapped] == -100 and clean_labels[swapped] == red

@@ -99,3 +99,21 @@ def test_two_processes_with_gloo_agree(synth, tmp_path):
     assert sum(r["samples_per_step"][0] for r in ranks) == ranks[0]["global_batch"] == 4
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
 
+
+
+def test_phrase_loss_and_phrase_noise_train_and_stay_out_of_the_saved_model(synth, tmp_path):
+    from pixelagent.errors import ConfigError
+
+    cfg = {**config(synth, tmp_path, max_steps=2), "loss": {"phrase": 0.5},
+           "phrase_noise": {"p": 0.5, "groups": [["top", "bottom", "centre"], ["left", "right"]]}}
+    model = Trainer(validate_config(cfg, "c")).build_model()
+    assert model.phrase_head is not None and model.phrase_noise.p == 0.5
+    final = Trainer(validate_config(cfg, "c")).run()
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["phrase_loss"] > 0 for r in rows)
+    assert not any(k.startswith("phrase_head.") for k in final_weights(tmp_path))
+    loaded = SegmentationModel.from_pretrained(final, device="cpu")
+    assert loaded.phrase_head is None and loaded.phrase_noise is None
+    bad = {**cfg, "phrase_noise": {"p": 0.5, "groups": [["upper-left", "left"]]}}
+    with pytest.raises(ConfigError, match="'upper-left' is"):
+        Trainer(validate_config(bad, "b")).build_model()
