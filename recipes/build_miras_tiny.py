@@ -223,6 +223,16 @@ or a point, as Meta's SAM was on SA-1B; its image encoder then stays frozen. Con
 `recipes/configs/miras_tiny/stage1.yaml` and `stage2.yaml` (every other weight trains, the DICE
 term outweighs BCE; see their headers for why).
 
+Three additions for this size, none of them in the paper, let the decoder find the named
+instance among look-alikes (the blue mug, not the yellow one): SAM-tiny's prompt gate (each
+`[SEG]` prompt also gates the image embedding as a dense prompt); an auxiliary training-only
+loss (`loss.phrase`) that makes each `[SEG]` prompt predict the words of its phrase, so the
+prompt carries the colour; and `phrase_noise`, which swaps position words inside
+`[OBJ]…[SEG]` during training (and leaves them out of the text loss), so the mask follows colour
+and kind rather than the model's own position words, which are mostly wrong at this size.
+Stage 2 also doubles the text term and passes a tenth of the mask gradient into the LLM
+(`loss.llm_mask_grad: 0.1`), which keeps the 64-d LLM's answers intact.
+
 {chr(10).join(stage_lines)}
 
 ## Evaluation (PRIST-Synth test split, real multi-turn generation)

@@ -44,4 +44,4 @@ def register_presets(register):
               "visual_encoder": {"name": "clip", "settings": {"tiny": True}},
               "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64}},
               "alignment": "lisa-projection",
-              "mask_decoder": {"name": "sam", "settings": {"size": "tiny"}}})
+              "mask_decoder": {"name": "sam", "settings": {"size": "tiny", "prompt_gate": True}}})

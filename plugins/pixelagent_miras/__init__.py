@@ -64,4 +64,4 @@ def register_presets(register):
               "visual_encoder": {"name": "miras-dual", "settings": {"tiny": True}},
               "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64}},
               "alignment": {"name": "semantic-region", "settings": {"heads": 8}},
-              "mask_decoder": {"name": "sam", "settings": {"size": "tiny"}}})
+              "mask_decoder": {"name": "sam", "settings": {"size": "tiny", "prompt_gate": True}}})

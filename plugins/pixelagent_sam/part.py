@@ -68,9 +68,9 @@ class PromptGate(nn.Module):
     ``dense = Conv1x1(embedding * Linear(prompt))``: each image-embedding cell is gated
     channel-wise by the prompt, so cells whose features match the prompt (the *red* bottle, not
     the blue one) stand out before SAM's two-way transformer runs. The 1x1 convolution starts at
-    zero, so a new gate leaves SAM's output unchanged. Not part of SAM, LISA or MIRAS: an option
-    (``prompt_gate: true``) for small decoders trained from scratch, which, prompted by one sparse
-    token, learn *where* a thing of the named kind is far more easily than *which* one.
+    zero, so a new gate leaves SAM's output unchanged. Not part of SAM, LISA or MIRAS: the tiny
+    presets use it (``prompt_gate: true``) because SAM-tiny's decoder, prompted by one sparse
+    token, learns *where* a thing of the named kind is far more easily than *which* one.
     """
 
     def __init__(self, dim: int) -> None:

@@ -43,8 +43,8 @@ class SamSettings(BaseModel):
         False,
         description="Also turn each embedding prompt into a dense prompt: the image embedding gated "
         "channel-wise by a linear map of the prompt, then a zero-initialised 1x1 convolution "
-        "(FiLM-style; not in SAM, LISA or MIRAS). For small decoders trained from scratch, which "
-        "prompted by one sparse token find the kind of thing named but hardly which instance.",
+        "(FiLM-style; not in SAM, LISA or MIRAS). The tiny presets use it: a SAM-tiny decoder "
+        "prompted by one sparse token finds the kind of thing named but hardly which instance.",
     )
     seed: int = Field(
         0,

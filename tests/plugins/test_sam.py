@@ -322,6 +322,12 @@ def test_the_prompt_gate_trains_and_changes_masks_with_the_prompt(tiny):
                           tiny.decode(embeddings, [box], (96, 128))[0].mask)
 
 
+def test_tiny_presets_use_the_prompt_gate():
+    registry = get_registry()
+    for name in ("miras-tiny", "lisa-tiny"):
+        assert registry.preset(name).preset.choice("mask_decoder").settings["prompt_gate"] is True
+
+
 def test_embed_batch_matches_embed_image(tiny):
     pictures = [image(96, 128), image(120, 80, seed=1)]
     batch = tiny.embed_batch(pictures)
