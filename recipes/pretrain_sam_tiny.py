@@ -133,9 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     # `pixelagent recipe` runs this in the caller's process: leave its thread count and RNG as found
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    from pixelagent.nn.device import seeded_rng
+
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
+        with seeded_rng(args.seed):  # CPU and CUDA streams restored afterwards
             return pretrain(args)
     finally:
         torch.set_num_threads(threads)

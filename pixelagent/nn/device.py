@@ -1,6 +1,9 @@
-"""Device and dtype names → torch objects, one place for the whole code base."""
+"""Device and dtype names → torch objects, and seeded RNG blocks: one place for the whole code base."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -23,3 +26,16 @@ def torch_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise ConfigError(f"unknown device {name!r}: {exc}") from None
+
+
+@contextlib.contextmanager
+def seeded_rng(seed: int) -> Iterator[None]:
+    """Run a block with torch's CPU and CUDA generators seeded with ``seed``, then restore them.
+
+    ``torch.manual_seed`` seeds every CUDA device too, so forking only the CPU generator would
+    leave the caller's CUDA streams reset; this forks all of them.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

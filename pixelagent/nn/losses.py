@@ -20,8 +20,8 @@ class LossWeights:
     text: float = 1.0
     bce: float = 2.0
     dice: float = 0.5
-    #: Scale of the mask losses' gradient into the LLM's hidden states (1 = end to end, as the
-    #: paper). The forward pass is unchanged; only the backward signal into the LLM shrinks.
+    #: Scale of the gradient into the LLM's hidden states through the prompts: the mask losses'
+    #: (and the phrase loss's). 1 = end to end, as the paper. The forward pass is unchanged.
     llm_mask_grad: float = 1.0
     #: Auxiliary, not in eq. 8 (0 = off): each prompt predicts the words of its own phrase.
     phrase: float = 0.0

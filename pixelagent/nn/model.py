@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pixelagent.errors import ConfigError, PartError, WeightsNotFoundError
+from pixelagent.nn.device import seeded_rng
 from pixelagent.nn.losses import LossWeights, mask_losses, phrase_loss, scale_grad
 from pixelagent.nn.tokens import focus_spans
 from pixelagent.parts import PART_KINDS, Part
@@ -82,8 +83,7 @@ class SegmentationModel(nn.Module):
         if tokenizer is None or not hasattr(self.alignment, "seg_id"):
             raise ConfigError("loss.phrase needs an LLM with a tokenizer and a [SEG]-token alignment; "
                               "set loss.phrase: 0 for this preset")
-        with torch.random.fork_rng(devices=[]):  # seeded, the caller's RNG untouched
-            torch.manual_seed(0)
+        with seeded_rng(0):  # the caller's RNG untouched
             head = nn.Linear(getattr(self.mask_decoder, "prompt_dim", 256), len(tokenizer))
         return head.to(next(self.alignment.parameters()).device)
 
@@ -119,7 +119,12 @@ class SegmentationModel(nn.Module):
         return ModelOutput(loss, text.loss, bce, dice, logits, phrase)
 
     def _phrase_loss(self, prompts: list[torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch's ``[SEG]`` prompts of :func:`phrase_loss` against their phrase's words."""
+        """Mean over the batch's ``[SEG]`` prompts of :func:`phrase_loss` against their phrase's words.
+
+        The words are those the LLM read (``ids``), a ``phrase_noise`` swap included: the prompt is
+        to carry the phrase as given, as it will carry the model's own words at inference, and
+        the mask target teaches the decoder how far to trust each of them.
+        """
         rows, targets = [], []
         seg_id, obj_id = self.alignment.seg_id, getattr(self.alignment, "obj_id", None)
         for sequence_ids, sequence_prompts in zip(ids, prompts):

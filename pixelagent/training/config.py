@@ -42,7 +42,8 @@ class LossConfig(_Strict):
     dice: float = 0.5
     llm_mask_grad: float = Field(
         1.0, ge=0, le=1,
-        description="Scale of the mask losses' gradient into the LLM's hidden states: 1 trains end to "
+        description="Scale of the gradient that reaches the LLM's hidden states through the [SEG] prompts "
+        "(the mask losses', and the phrase loss's when on): 1 trains end to "
         "end as the paper; less keeps a small LLM's answers from being bent towards the mask decoder "
         "(the alignment and decoder still get the full gradient).")
     phrase: float = Field(

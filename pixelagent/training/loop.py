@@ -138,7 +138,7 @@ class Trainer:
             return 0
         if latest is None:
             return 0
-        return ckpt.load_checkpoint(latest, model, optimizer, scheduler)
+        return ckpt.load_checkpoint(latest, model, optimizer, scheduler, rank=self.world.rank)
 
     def _wrap(self, model: SegmentationModel) -> torch.nn.Module:
         if not self.world.distributed:
@@ -218,9 +218,13 @@ class Trainer:
         if step % self.config.log.every == 0 or step == self.config.optim.max_steps:
             log.write(step, losses)
         if step % self.config.checkpoint.every == 0 and step < self.config.optim.max_steps:
+            root = self.output / "checkpoints"
+            if not self.world.is_main:
+                ckpt.stage_rank_rng(root, step, self.world.rank)
+            barrier(self.world)  # every rank's RNG state is on disk before rank 0 collects them
             if self.world.is_main:
-                ckpt.save_checkpoint(self.output / "checkpoints", step, model, optimizer, scheduler,
-                                     self.config.checkpoint.keep)
+                ckpt.save_checkpoint(root, step, model, optimizer, scheduler, self.config.checkpoint.keep,
+                                     world_size=self.world.size)
             barrier(self.world)
         validate = self.config.validate_
         if validate and self.config.data.val and step % validate.every == 0 and self.world.is_main:

@@ -22,7 +22,7 @@ from pixelagent.nn.clip import (
     resize_pixels,
     tiny_source,
 )
-from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import VisualEncoder
 from pixelagent_llava.settings import ClipEncoderSettings
 
@@ -57,8 +57,7 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         else:
             if not settings.tiny:
                 raise ConfigError(f"{SETTING} is null: name a CLIP checkpoint or set tiny: true")
-            with torch.random.fork_rng(devices=[]):  # building must not move the global RNG
-                torch.manual_seed(settings.seed)
+            with seeded_rng(settings.seed):  # building must not move the global RNG
                 clip = build_clip_vision(None, TINY_CLIP_CONFIG, setting_name=SETTING)
         explicit = "image_size" in settings.model_fields_set
         size = checked_image_size(settings.image_size, explicit, settings.tiny, clip,

@@ -34,7 +34,7 @@ from pixelagent.nn.clip import (
     resize_pixels,
     tiny_source,
 )
-from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import VisualEncoder
 from pixelagent_miras.settings import DualEncoderSettings
 
@@ -138,8 +138,7 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
         hr_size = TINY_HR_IMAGE_SIZE if s.tiny and "hr_image_size" not in given else s.hr_image_size
         heads = TINY_FUSION_HEADS if s.tiny and "fusion_heads" not in given else s.fusion_heads
         # One seeded, forked RNG for every random init: reproducible, and the caller's RNG stays put.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(s.seed)
+        with seeded_rng(s.seed):
             clip = build_clip_vision(clip_src, None if clip_src else TINY_CLIP_CONFIG,
                                      setting_name=PREFIX + "clip")
             if convnext_src is not None:

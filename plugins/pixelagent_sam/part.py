@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pixelagent.errors import InputError, PartError, WeightsNotFoundError
-from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import DecoderPrompt, MaskDecoder, MaskPrediction
 
 from .checkpoint import missing_weights_message
@@ -288,8 +288,7 @@ def build_sam_decoder(settings: SamSettings | dict[str, Any], context: Any) -> S
     if not isinstance(settings, SamSettings):
         settings = SamSettings.model_validate(settings)
     sam = sam_from_settings(settings)
-    with torch.random.fork_rng(devices=[]):  # the gate's init is seeded too, the caller's RNG untouched
-        torch.manual_seed(settings.seed)
+    with seeded_rng(settings.seed):  # the gate's init is seeded too, the caller's RNG untouched
         decoder = SamMaskDecoder(sam, train_image_encoder=settings.train_image_encoder,
                                  prompt_gate=settings.prompt_gate)
     decoder.to(device=torch_device(context.device), dtype=torch_dtype(context.dtype))
@@ -301,7 +300,6 @@ def sam_from_settings(settings: SamSettings) -> nn.Module:
     or any size with ``random_init``); a full size with neither raises WeightsNotFoundError."""
     if settings.checkpoint is None and settings.size != "tiny" and not settings.random_init:
         raise WeightsNotFoundError(missing_weights_message(settings.size))
-    # Seed a private copy of the CPU generator: identical builds, the caller's RNG untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
+    # Seeded private generators: identical builds, the caller's RNG untouched.
+    with seeded_rng(settings.seed):
         return build_sam_model(settings.size, settings.checkpoint)

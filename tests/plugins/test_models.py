@@ -277,3 +277,20 @@ def test_phrase_noise_reaches_the_llm_in_training_only(monkeypatch):
     assert clean.count(red) == 2 and noisy.count(red) == 1 and noisy.count(blue) == clean.count(blue) + 1
     swapped = noisy.index(blue)
     assert clean[swapped] == red and noisy_labels[swapped] == -100 and clean_labels[swapped] == red
+
+
+def test_with_phrase_noise_the_phrase_targets_are_the_words_the_llm_read():
+    from pixelagent.nn.losses import LossWeights
+    from pixelagent.nn.phrase_noise import PhraseNoise
+
+    registry = get_registry()
+    preset = registry.preset("miras-tiny").preset.with_overrides(device="cpu", weights=None)
+    model = SegmentationModel(registry.build(preset), preset, LossWeights(phrase=1.0))
+    tokenizer = model.llm.tokenizer
+    model.phrase_noise = PhraseNoise.from_words([["red", "green"]], 1.0, tokenizer, model.alignment.seg_id,
+                                                model.alignment.obj_id)
+    model.train()
+    model(batch()[:1]).loss.backward()
+    red, green = (tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in ("red", "green"))
+    pulled = set(torch.nonzero(model.phrase_head.bias.grad < 0).flatten().tolist())
+    assert green in pulled and red not in pulled  # "the red region" was read as "the green region"

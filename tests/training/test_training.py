@@ -87,7 +87,10 @@ def test_a_killed_run_resumes_to_bit_identical_weights(synth, tmp_path):
 
 def test_two_processes_with_gloo_agree(synth, tmp_path):
     cfg = tmp_path / "ddp.yaml"
-    cfg.write_text(yaml.safe_dump(config(synth, tmp_path / "ddp", max_steps=2, batch_size=4, micro_batch_size=1)))
+    # with the phrase head and phrase noise on: the head trains under DDP, the ranks' noise differs
+    run = {**config(synth, tmp_path / "ddp", max_steps=3, batch_size=4, micro_batch_size=1), "loss": {"phrase": 0.5},
+           "phrase_noise": {"p": 0.5, "groups": [["top", "bottom", "centre"], ["left", "right"]]}}
+    cfg.write_text(yaml.safe_dump(run))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(ROOT / "recipes" / "train_stage1.py"), "--config", str(cfg)],
@@ -95,9 +98,33 @@ def test_two_processes_with_gloo_agree(synth, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ddp" / f"rank-{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
-    assert [r["world_size"] for r in ranks] == [2, 2] and [r["steps_run"] for r in ranks] == [2, 2]
+    assert [r["world_size"] for r in ranks] == [2, 2] and [r["steps_run"] for r in ranks] == [3, 3]
     assert sum(r["samples_per_step"][0] for r in ranks) == ranks[0]["global_batch"] == 4
     assert (tmp_path / "ddp" / "final" / "model.safetensors").is_file()
+    # the step-2 checkpoint holds rank 1's own RNG state, and nothing staged is left behind
+    checkpoints = tmp_path / "ddp" / "checkpoints"
+    assert sorted(p.name for p in (checkpoints / "step-00000002").iterdir()) == [
+        "meta.json", "rng-rank-1.pt", "trainable.safetensors", "trainer_state.pt"]
+    assert not list(checkpoints.glob(".*"))
+
+
+def test_each_rank_resumes_its_own_rng_stream(tmp_path):
+    from pixelagent.training import checkpoint as ckpt
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    root = tmp_path / "checkpoints"
+    torch.manual_seed(1)
+    ckpt.stage_rank_rng(root, 3, rank=1)  # what rank 1 does before rank 0 saves
+    rank1_next = torch.rand(4)
+    torch.manual_seed(0)
+    path = ckpt.save_checkpoint(root, 3, model, optimizer, scheduler, keep=2, world_size=2)
+    rank0_next = torch.rand(4)
+    for rank, expected in ((1, rank1_next), (0, rank0_next)):
+        torch.manual_seed(99)
+        assert ckpt.load_checkpoint(path, model, optimizer, scheduler, rank=rank) == 3
+        assert torch.equal(torch.rand(4), expected)
 
 
 
