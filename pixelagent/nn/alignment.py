@@ -83,11 +83,10 @@ def build_alignment(cls: type[SegTokenAlignment], seed: int, context, **options)
     """Build an alignment module for a preset: sizes and token ids from the LLM already built,
     the prompt width from the mask decoder, initialised under ``seed`` without touching the
     global RNG, on the preset's device and dtype."""
-    from pixelagent.nn.device import torch_device, torch_dtype
+    from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 
     llm, decoder = context.parts["llm"], context.parts["mask_decoder"]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
+    with seeded_rng(seed):
         module = cls(llm.hidden_size, llm.seg_id, llm.obj_id, llm.tokenizer.decode,
                      prompt_dim=decoder.prompt_dim, **options)
         unit_scale_init(module)

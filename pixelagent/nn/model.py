@@ -78,11 +78,16 @@ class SegmentationModel(nn.Module):
         # Training-only (loss.phrase > 0): prompt → logits over the LLM's vocabulary; never saved.
         self.phrase_head = self._phrase_head() if weights.phrase > 0 else None
 
-    def _phrase_head(self) -> nn.Linear:
+    def span_tokens(self, option: str) -> tuple[Any, int, int | None]:
+        """The LLM's tokenizer and the ``[SEG]`` / ``[OBJ]`` ids, which ``option`` (a config key) needs."""
         tokenizer = getattr(self.llm, "tokenizer", None)
         if tokenizer is None or not hasattr(self.alignment, "seg_id"):
-            raise ConfigError("loss.phrase needs an LLM with a tokenizer and a [SEG]-token alignment; "
-                              "set loss.phrase: 0 for this preset")
+            raise ConfigError(f"{option} needs an LLM with a tokenizer and a [SEG]-token alignment; "
+                              f"set {option}: 0 for this preset")
+        return tokenizer, self.alignment.seg_id, getattr(self.alignment, "obj_id", None)
+
+    def _phrase_head(self) -> nn.Linear:
+        tokenizer, _, _ = self.span_tokens("loss.phrase")
         with seeded_rng(0):  # the caller's RNG untouched
             head = nn.Linear(getattr(self.mask_decoder, "prompt_dim", 256), len(tokenizer))
         return head.to(next(self.alignment.parameters()).device)
@@ -126,7 +131,7 @@ class SegmentationModel(nn.Module):
         the mask target teaches the decoder how far to trust each of them.
         """
         rows, targets = [], []
-        seg_id, obj_id = self.alignment.seg_id, getattr(self.alignment, "obj_id", None)
+        _, seg_id, obj_id = self.span_tokens("loss.phrase")
         for sequence_ids, sequence_prompts in zip(ids, prompts):
             for prompt, (start, seg) in zip(sequence_prompts, focus_spans(sequence_ids, seg_id, obj_id)):
                 words = sequence_ids[start + 1:seg]

@@ -38,17 +38,6 @@ def warmup_linear(warmup: int, total: int):
     return factor
 
 
-def _phrase_noise(model: SegmentationModel, groups: list[list[str]], p: float):
-    from pixelagent.nn.phrase_noise import PhraseNoise
-
-    tokenizer = getattr(model.llm, "tokenizer", None)
-    if tokenizer is None or not hasattr(model.alignment, "seg_id"):
-        raise ConfigError("phrase_noise needs an LLM with a tokenizer and a [SEG]-token alignment; "
-                          "set phrase_noise.p: 0 for this preset")
-    return PhraseNoise.from_words(groups, p, tokenizer, model.alignment.seg_id,
-                                  getattr(model.alignment, "obj_id", None))
-
-
 class Trainer:
     """Builds the model, data and optimiser from a :class:`TrainConfig` and trains it."""
 
@@ -87,7 +76,10 @@ class Trainer:
             model.use_feature_cache(self.config.feature_cache)
         noise = self.config.phrase_noise
         if noise.p > 0 and noise.groups:
-            model.phrase_noise = _phrase_noise(model, noise.groups, noise.p)
+            from pixelagent.nn.phrase_noise import PhraseNoise
+
+            model.phrase_noise = PhraseNoise.from_words(noise.groups, noise.p,
+                                                        *model.span_tokens("phrase_noise.p"))
         return model
 
     def build_data(self):

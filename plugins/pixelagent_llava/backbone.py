@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from pixelagent.errors import ConfigError, WeightsNotFoundError
 from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
-from pixelagent.nn.device import torch_device, torch_dtype
+from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
 from pixelagent.parts import Generation, LLMBackbone, LLMRequest
 from pixelagent_llava.settings import LlavaSettings
@@ -193,8 +193,7 @@ def _pad(rows: list[Expanded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor,
 def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim: int) -> LlavaBackbone:
     """Load (or, tiny, create) the model, add the special tokens, apply LoRA, set the trainable split."""
     hf_logging.disable_progress_bar()
-    with torch.random.fork_rng():
-        torch.manual_seed(settings.seed)
+    with seeded_rng(settings.seed):
         if settings.tiny and not _is_local_dir(settings.pretrained):
             tokenizer = build_tiny_tokenizer()
             llava = _tiny_llava(settings, len(tokenizer), vision_dim, tokenizer)
@@ -209,8 +208,7 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
             f"the visual encoder gives {vision_dim}-d features but the LLaVA projector expects "
             f"{llava.config.vision_config.hidden_size}-d; pick a matching visual encoder")
     backbone = LlavaBackbone(llava, tokenizer, settings)
-    with torch.random.fork_rng():
-        torch.manual_seed(settings.seed + 1)  # LoRA A is random: two builds must still agree
+    with seeded_rng(settings.seed + 1):  # LoRA A is random: two builds must still agree
         _apply_lora(backbone, settings)
     _set_trainable(backbone, settings.train_full)
     # eval: inference is the default use (no LoRA dropout); training recipes call .train()
