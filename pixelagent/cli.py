@@ -108,6 +108,7 @@ def segment_command(
     as_json: bool = typer.Option(False, "--json", help="Print the reply, history and intent as JSON."),
 ) -> None:
     """Answer TEXT about IMAGE (after any --turn questions) and segment what the answer names."""
+    _check_questions([*turn, text], preset)
     session = _open_session(image, preset)
     for earlier in turn:
         session.ask(earlier)
@@ -117,6 +118,16 @@ def segment_command(
         typer.echo(json.dumps(_session_json(session), indent=2))
     else:
         _print_reply(reply)
+
+
+def _check_questions(questions: list[str], preset: str | None) -> None:
+    """Refuse unusable questions before the model is built (milliseconds, not a model load)."""
+    from pixelagent.agent import resolve_preset
+    from pixelagent.limits import check_question
+
+    limits = resolve_preset(preset).limits
+    for question in questions:
+        check_question(question, limits)
 
 
 def _open_session(image: Path, preset: str | None) -> Session:
@@ -185,6 +196,8 @@ def _print_reply(reply: Reply, prefix: str = "") -> None:
                    f"score {target.score:.2f}, box ({x0}, {y0}, {x1}, {y1})")
     if reply.no_target and reply.reason:
         typer.echo(f"  no target: {reply.reason}")
+    for note in reply.notes:  # how the reply was made (context left out, say): not part of the answer
+        typer.echo(f"note: {note}", err=True)
 
 
 def _session_json(session: Session) -> dict[str, Any]:

@@ -59,3 +59,7 @@ class LLMError(PixelAgentError):
 
 class LLMSchemaError(LLMError):
     """The model's replies never validated against the expected schema, even after repair turns."""
+
+
+class CheckpointError(PixelAgentError):
+    """A checkpoint or saved model could not be written or read; the message names the file and the fix."""

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from pixelagent.errors import ImageError
+from pixelagent.files import check_regular_file
 
 __all__ = ["DEFAULT_MAX_PIXELS", "ImageInput", "image_size", "load_image"]
 
@@ -104,6 +105,8 @@ def _open_path(path: str | os.PathLike, max_pixels: int | None) -> np.ndarray:
         raise ImageError(f"{name}: the file does not exist; check the path")
     if os.path.isdir(path):
         raise ImageError(f"{name} is a directory, not an image file; pass the path of one image")
+    # a FIFO or a device would block or never end inside Image.open: refuse it before opening
+    check_regular_file(path, "image", ImageError)
     return _open_and_decode(lambda: Image.open(path), name, max_pixels)
 
 

@@ -68,12 +68,16 @@ class Generation:
             tensor (T, d), for alignment strategies that read them; ``None`` for remote models.
         token_ids: the generated token ids (T,), aligned with ``hidden_states``.
         extras: anything else a matching alignment strategy needs.
+        notes: what the user should know about how this reply was made, one line each (e.g.
+            "the 3 oldest exchanges were left out of the model's context"); they reach
+            ``Reply.notes``.
     """
 
     text: str
     hidden_states: Any = None
     token_ids: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -88,6 +92,12 @@ class LLMRequest:
         intent: what the user has been after so far; backbones may put it in their prompt.
         state: this backbone's private per-session scratch space (a dialogue KV cache, say);
             it survives between turns and is cleared by ``Session.reset()``.
+        context_policy: what to do when the history and the question no longer fit the
+            backbone's context window (:mod:`pixelagent.limits`): ``"drop-oldest"`` leaves the
+            oldest exchanges out of the prompt and says so in ``Generation.notes``; ``"refuse"``
+            raises :class:`~pixelagent.errors.InputError`. User text in ``question`` and in the
+            history's questions is plain text: backbones must never let it become control
+            tokens (``[SEG]``, ``[OBJ]``, ``</s>``, an image placeholder).
     """
 
     question: str
@@ -96,6 +106,7 @@ class LLMRequest:
     visual: Any
     intent: IntentState
     state: dict[str, Any]
+    context_policy: str = "drop-oldest"
 
 
 class Part(ABC):

@@ -20,6 +20,7 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from pixelagent.errors import ConfigError
+from pixelagent.limits import Limits
 from pixelagent.parts import PART_KINDS
 
 
@@ -44,7 +45,9 @@ class Preset(BaseModel):
     ``device`` is ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``,
     ``"cuda:N"`` or ``"mps"``; ``dtype`` ``"auto"`` means bfloat16 on CUDA and float32 elsewhere.
     ``weights`` is a directory written by ``SegmentationModel.save_pretrained`` whose trained
-    weights are loaded over the freshly built parts.
+    weights are loaded over the freshly built parts. ``limits`` bound what its sessions accept
+    (question length, turns, what happens when the context window is full; see
+    :mod:`pixelagent.limits`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +61,7 @@ class Preset(BaseModel):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weights: Optional[str] = None
+    limits: Limits = Limits()
 
     def choice(self, kind: str) -> PartChoice:
         """The :class:`PartChoice` for ``kind`` (one of :data:`~pixelagent.parts.PART_KINDS`)."""
@@ -72,7 +76,9 @@ class Preset(BaseModel):
         """
         data = self.model_dump()
         for key, value in overrides.items():
-            if key in PART_KINDS and isinstance(value, dict):
+            if key == "limits" and isinstance(value, dict):  # merged too: limits={"max_turns": 50}
+                data[key] = {**data[key], **value}
+            elif key in PART_KINDS and isinstance(value, dict):
                 current = data[key]
                 name = value.get("name", current["name"])
                 kept = current["settings"] if name == current["name"] else {}  # new part: fresh settings
@@ -95,11 +101,10 @@ def parse_preset(data: Any, source: str = "preset") -> Preset:
 
 def load_preset_file(path: str | os.PathLike) -> Preset:
     """Read a preset from a ``.yaml`` / ``.yml`` / ``.json`` file."""
+    from pixelagent.files import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read preset file {path}: {exc.strerror}") from None
+    text = read_text(path, "preset file", max_bytes=16 << 20)
     try:
         if path.suffix == ".json":
             data = json.loads(text)

@@ -50,6 +50,8 @@ class Reply(BaseModel):
 
     ``targets == []`` is the explicit no-target result (``reply.no_target`` is True and
     ``reply.mask`` is None); ``reason`` then says why when the model did try to segment.
+    ``notes`` say how the reply was made when the user should know (earlier exchanges left out
+    of the model's context window, say), one line each.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
@@ -58,6 +60,7 @@ class Reply(BaseModel):
     raw_text: str = ""
     targets: list[Target] = []
     reason: Optional[str] = None
+    notes: list[str] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pixelagent.errors import InputError, PartError
+from pixelagent.errors import PartError
 from pixelagent.intent import IntentState
+from pixelagent.limits import check_question, check_turn_budget
 from pixelagent.mask import Mask
 from pixelagent.markup import render_plain
 from pixelagent.parts import DecoderPrompt, Generation, LLMRequest, MaskPrediction
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from pixelagent.agent import Agent
 
 _UNSET: Any = object()
+logger = logging.getLogger("pixelagent")
 
 
 class Session:
@@ -28,6 +31,10 @@ class Session:
     them) and survive :meth:`reset`; per-turn work is only the LLM, alignment and decoding.
     A session may be used from several threads (turns are serialised); separate sessions of
     one agent share nothing but the parts.
+
+    What it accepts is bounded by the preset's ``limits`` (:mod:`pixelagent.limits`): question
+    length, number of turns, and what happens when the dialogue outgrows the model's context
+    window. User text is always plain text to the model, never markup.
     """
 
     def __init__(self, agent: Agent, image: np.ndarray) -> None:
@@ -79,10 +86,16 @@ class Session:
 
     # -- one turn ----------------------------------------------------------------------------
     def ask(self, question: str) -> Reply:
-        """Answer ``question`` in the context of the earlier turns; segment what the reply names."""
-        if not isinstance(question, str) or not question.strip():
-            raise InputError(f"ask() needs a non-empty question string, got {question!r}")
+        """Answer ``question`` in the context of the earlier turns; segment what the reply names.
+
+        Raises :class:`~pixelagent.errors.InputError` (one line, nothing recorded) for a question
+        that is not text, is empty, is over ``limits.max_question_chars`` or holds lone
+        surrogates, and once the session holds ``limits.max_turns`` turns.
+        """
+        limits = self.agent.preset.limits
+        check_question(question, limits)
         with self._lock:
+            check_turn_budget(len(self._history), limits)
             generation = self._respond(question)
             reply = self._reply_for(generation)
             turn = Turn(index=len(self._history) + 1, question=question, reply=reply)
@@ -93,17 +106,20 @@ class Session:
     def _respond(self, question: str) -> Generation:
         request = LLMRequest(question=question, history=tuple(self._history), image=self.image,
                              visual=self.visual_features(), intent=self._intent,
-                             state=self._llm_state)
+                             state=self._llm_state, context_policy=self.agent.preset.limits.context_policy)
         generation = self.agent.parts["llm"].respond(request)
         if not isinstance(generation, Generation):
             raise PartError(f"LLM backbone returned {type(generation).__name__}, not a Generation")
+        for note in generation.notes:
+            logger.info("pixelagent: turn %d: %s", len(self._history) + 1, note)
         return generation
 
     def _reply_for(self, generation: Generation) -> Reply:
         text = render_plain(generation.text)
+        notes = list(generation.notes)
         prompts = self.agent.parts["alignment"].align(generation, self.image_size)
         if not prompts:
-            return Reply(text=text, raw_text=generation.text)
+            return Reply(text=text, raw_text=generation.text, notes=notes)
         predictions = self._decode(prompts)
         targets = [self._target(p, pred) for p, pred in zip(prompts, predictions)]
         kept = [t for t in targets if t is not None]
@@ -111,7 +127,7 @@ class Session:
         if not kept:
             named = ", ".join(repr(p.phrase) for p in prompts)
             reason = f"the mask decoder found no pixels for {named}"
-        return Reply(text=text, raw_text=generation.text, targets=kept, reason=reason)
+        return Reply(text=text, raw_text=generation.text, targets=kept, reason=reason, notes=notes)
 
     def _decode(self, prompts: list[DecoderPrompt]) -> list[MaskPrediction]:
         predictions = self.agent.parts["mask_decoder"].decode(

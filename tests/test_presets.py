@@ -54,7 +54,7 @@ def test_preset_files(tmp_path, suffix):
 
 
 def test_unreadable_and_unparsable_preset_files(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="missing.yaml does not exist"):
         load_preset_file(tmp_path / "missing.yaml")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: [unclosed")

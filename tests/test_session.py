@@ -127,7 +127,7 @@ def test_two_sessions_in_two_threads_never_mix(fake, scene):
 
 
 def test_empty_question_is_refused(fake, scene):
-    with pytest.raises(InputError, match="non-empty question"):
+    with pytest.raises(InputError, match="question is empty"):
         Agent("fake").session(scene).ask("   ")
 
 

@@ -21,7 +21,7 @@ from transformers import (DynamicCache, LlamaConfig, LlamaModel, LlavaNextConfig
                           LlavaNextForConditionalGeneration)
 from transformers.utils import logging as hf_logging
 
-from pixelagent.errors import ConfigError, WeightsNotFoundError
+from pixelagent.errors import ConfigError, InputError, WeightsNotFoundError
 from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
 from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
 from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
@@ -68,6 +68,15 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         self.obj_id = tokenizer.convert_tokens_to_ids(OBJ_TOKEN)
         self.hidden_size = llava.config.text_config.hidden_size
         self.vision_dim = llava.config.vision_config.hidden_size
+        positions = llava.config.text_config.max_position_embeddings
+        if settings.context_window is not None and settings.context_window > positions:
+            raise ConfigError(f"llm.settings.context_window is {settings.context_window} but the model has only "
+                              f"{positions} positions; use at most {positions}")
+        #: positions one turn may use: visual tokens + dialogue prompt + the answer
+        self.context_window = settings.context_window or positions
+        if self.context_window <= settings.max_new_tokens:
+            raise ConfigError(f"llm.settings.max_new_tokens ({settings.max_new_tokens}) leaves no room for a "
+                              f"prompt in the {self.context_window}-position context window; lower it")
 
     # -- pieces -------------------------------------------------------------------------------
     @property
@@ -94,7 +103,12 @@ class LlavaBackbone(LLMBackbone, nn.Module):
     # -- inference ----------------------------------------------------------------------------
     @torch.no_grad()
     def respond(self, request: LLMRequest) -> Generation:
-        """Greedy decoding of the next answer, reusing the dialogue's KV cache from earlier turns."""
+        """Greedy decoding of the next answer, reusing the dialogue's KV cache from earlier turns.
+
+        The prompt holds the image, as many of the latest exchanges as fit the context window
+        with room for ``max_new_tokens``, and the question (``request.context_policy`` decides
+        what happens when earlier exchanges do not fit).
+        """
         state = request.state
         # answers[i]: the exact ids we generated for history turn i (None: only its text is known)
         answers: list[list[int] | None] = state.setdefault("answers", [])
@@ -102,7 +116,9 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             answers[:] = [None] * len(request.history)
         exchanges = [Exchange(t.question, t.reply.raw_text, None if a is None else tuple(a))
                      for t, a in zip(request.history, answers)]
-        ids, _ = self.template.encode([*exchanges, Exchange(request.question)])
+        visual_tokens = 1 if request.visual is None else int(request.visual.shape[-2])
+        dropped = self._exchanges_to_drop(exchanges, request.question, visual_tokens, request.context_policy)
+        ids, _ = self.template.encode([*exchanges[dropped:], Exchange(request.question)])
         cache, fed = state.get("cache"), state.get("fed", [])
         if cache is None or ids[:len(fed)] != fed:
             cache, fed = DynamicCache(), []
@@ -114,11 +130,48 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         state.update(cache=cache, fed=ids + generated[:-1])
         answers.append(generated if ended else generated + [self.template.eos_id])
         reply_ids = generated[:-1] if ended else generated
+        notes = [] if not dropped else [
+            f"left the {_count(dropped, 'oldest exchange')} out of the prompt: the dialogue outgrew the "
+            f"model's {self.context_window}-token context window (limits.context_policy: drop-oldest)"]
         return Generation(
             text=self.tokenizer.decode(reply_ids, skip_special_tokens=False),
             hidden_states=torch.stack(hiddens[:len(reply_ids)]) if reply_ids else torch.zeros(0, self.hidden_size),
             token_ids=torch.tensor(reply_ids, dtype=torch.long),
+            notes=notes,
         )
+
+    def _exchanges_to_drop(self, exchanges: list[Exchange], question: str, visual_tokens: int,
+                           policy: str) -> int:
+        """How many of the oldest ``exchanges`` to leave out so that the prompt fits the window.
+
+        The prompt may use ``context_window - max_new_tokens`` positions; the image placeholder
+        counts as ``visual_tokens``. Each exchange is tokenised once. Raises InputError when the
+        question cannot fit even alone, or when something must be dropped under ``refuse``.
+        """
+        budget = self.context_window - self.settings.max_new_tokens - (visual_tokens - 1)
+        template = self.template
+        later = [len(template.prompt_ids(e.question, first=False)) + len(template.answer_ids(e)) for e in exchanges]
+        question_later = len(template.prompt_ids(question, first=False))
+        after = question_later + sum(later)  # positions of everything after the first kept exchange's prompt
+        for dropped, exchange in enumerate(exchanges):
+            after -= later[dropped]
+            answer = len(template.answer_ids(exchange))
+            if len(template.prompt_ids(exchange.question, first=True)) + answer + after <= budget:
+                return dropped
+            if policy == "refuse":  # it does not fit whole, and nothing may be left out
+                break
+        alone = len(template.prompt_ids(question, first=True))
+        if alone > budget:
+            raise InputError(
+                f"the question is too long for the model: with the image ({visual_tokens} visual tokens) and room "
+                f"for a {self.settings.max_new_tokens}-token answer, its {alone} prompt tokens exceed the "
+                f"{self.context_window}-token context window (llm.settings.context_window); shorten it")
+        if policy == "refuse" and exchanges:
+            raise InputError(
+                f"the dialogue no longer fits the model's {self.context_window}-token context window (room is kept "
+                f"for a {self.settings.max_new_tokens}-token answer); call session.reset() or open a new session, "
+                "or set limits.context_policy to drop-oldest")
+        return len(exchanges)
 
     def _decode(self, embeds: torch.Tensor, cache: DynamicCache) -> tuple[list[int], list[torch.Tensor]]:
         """Feed ``embeds`` (T, d) after ``cache``, then greedily emit tokens until ``</s>``.
@@ -128,7 +181,9 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         generated: list[int] = []
         hiddens: list[torch.Tensor] = []
         step = embeds.unsqueeze(0)
-        for _ in range(self.settings.max_new_tokens):
+        # the prompt was fitted to leave max_new_tokens positions; never run past the window
+        room = self.context_window - cache.get_seq_length() - embeds.shape[0] + 1
+        for _ in range(max(0, min(self.settings.max_new_tokens, room))):
             out = self.language_model(inputs_embeds=step, use_cache=True, **{_CACHE_ARG: cache})
             state = out.last_hidden_state[0, -1]
             token = int(self.llava.lm_head(state).argmax())
@@ -174,6 +229,10 @@ class LlavaBackbone(LLMBackbone, nn.Module):
 
         if isinstance(self.language_model, PeftModel):
             self.language_model.save_pretrained(directory)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
 
 
 def _pad(rows: list[Expanded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,6 +27,12 @@ class LlavaSettings(BaseModel):
         tiny: build a small random-initialised model (CPU tests, the shipped miras-tiny).
         tiny_config: LlamaConfig overrides for the tiny model (hidden_size, num_hidden_layers, ...).
         max_new_tokens: generation stops there if no ``</s>`` came first.
+        context_window: the most positions (visual tokens, prompt and answer together) the
+            model is given; ``None`` means the checkpoint's ``max_position_embeddings`` (4,096
+            for LLaVA-v1.6-vicuna). Set it lower for a model trained on shorter dialogues than
+            its positions allow (the shipped miras-tiny: 448, its longest training dialogue
+            being 422): past what it saw in training a model's answers degenerate. When the
+            dialogue outgrows it, the preset's ``limits.context_policy`` applies.
         lora: LoRA settings, applied at build so trained checkpoints load into the same shape.
         train_full: train every weight of the language model and the projector as well (by
             default only LoRA, ``lm_head`` and the token embeddings train). For tiny models
@@ -40,6 +46,7 @@ class LlavaSettings(BaseModel):
     tiny: bool = False
     tiny_config: dict[str, Any] = {}
     max_new_tokens: int = Field(256, ge=1)
+    context_window: Optional[int] = Field(None, ge=16)
     lora: LoraSettings = LoraSettings()
     train_full: bool = False
     seed: int = 0

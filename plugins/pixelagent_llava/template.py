@@ -5,7 +5,10 @@ Text form::
     {system} USER: <image>\\n{q1} ASSISTANT: {a1}</s>USER: {q2} ASSISTANT: {a2}</s>...
 
 The conversation is tokenized piece by piece (prompt pieces and answer pieces), and training
-and inference use the same pieces, so a dialogue's tokens are identical whether it was
+and inference use the same pieces. Questions are user text and go through a tokenizer that
+reads ``[SEG]``, ``</s>``, ``<image>`` and every other special-token string as plain characters
+(:func:`~pixelagent_llava.tokenizer.plain_text_tokenizer`); answers keep their markup. Because
+training and inference share the pieces, so a dialogue's tokens are identical whether it was
 generated turn by turn or read from a dataset. That is what lets a session keep the key/value
 cache of the dialogue so far and only run the new turn.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from pixelagent_llava.tokenizer import IMAGE_TOKEN
+from pixelagent_llava.tokenizer import IMAGE_TOKEN, plain_text_tokenizer
 
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
@@ -37,19 +40,26 @@ class VicunaTemplate:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
+        self._plain = plain_text_tokenizer(tokenizer)
         self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
 
-    def _text(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+    def _text(self, text: str, plain: bool = False) -> list[int]:
+        """Token ids of ``text``; ``plain``: special-token strings in it count as characters."""
+        return (self._plain if plain else self.tokenizer)(text, add_special_tokens=False)["input_ids"]
 
     def prompt_ids(self, question: str, first: bool) -> list[int]:
-        """The user piece of a turn, ending with ``ASSISTANT:`` (the first carries the image)."""
+        """The user piece of a turn, ending with ``ASSISTANT:`` (the first carries the image).
+
+        The template's own text holds no special tokens, so the whole piece is read as plain
+        text: the user's question cannot add an ``[SEG]``, an ``</s>`` or a second image slot.
+        """
         if not first:
-            return self._text(f"USER: {question} ASSISTANT:")
+            return self._text(f"USER: {question} ASSISTANT:", plain=True)
         head = [self.bos_id] if self.bos_id is not None else []
-        return head + self._text(f"{SYSTEM} USER: ") + [self.image_id] + self._text(f"\n{question} ASSISTANT:")
+        return (head + self._text(f"{SYSTEM} USER: ", plain=True) + [self.image_id]
+                + self._text(f"\n{question} ASSISTANT:", plain=True))
 
     def answer_ids(self, exchange: Exchange) -> list[int]:
         """The assistant piece: the generated ids as they were, or the answer text + ``</s>``."""

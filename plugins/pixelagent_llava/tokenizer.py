@@ -6,6 +6,7 @@ never split) and the ``<image>`` placeholder that the visual tokens replace.
 
 from __future__ import annotations
 
+import copy
 from importlib import resources
 
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -37,6 +38,24 @@ def add_special_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
         # LLaVA's vicuna tokenizer has no pad token; padding with <unk> is what LLaVA does.
         tokenizer.pad_token = tokenizer.unk_token
     return tokenizer
+
+
+def plain_text_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """A copy of ``tokenizer`` that reads special-token strings as ordinary characters.
+
+    User text goes through it, so a question containing ``[SEG]``, ``[OBJ]``, ``</s>`` or
+    ``<image>`` is tokenised as those characters and can never become a control token, the way
+    chat templates escape role markers. A separate copy with the setting fixed, rather than
+    ``split_special_tokens=True`` per call: transformers implements that argument by flipping a
+    flag on the shared Rust tokenizer, which two sessions tokenising at once from two threads
+    could interleave. Text without special-token strings tokenises exactly as before.
+    """
+    plain = copy.deepcopy(tokenizer)
+    plain.split_special_tokens = True
+    backend = getattr(plain, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_special_tokens"):
+        backend.encode_special_tokens = True
+    return plain
 
 
 def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:

@@ -62,6 +62,7 @@ def register_presets(register):
                               else "MIRAS architecture at a CPU size (random init: no shipped weights)"),
               "weights": weights,
               "visual_encoder": {"name": "miras-dual", "settings": {"tiny": True}},
-              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64}},
+              # context_window: its longest training dialogue is 422 positions; past that it degenerates
+              "llm": {"name": "llava-next", "settings": {"tiny": True, "max_new_tokens": 64, "context_window": 448}},
               "alignment": {"name": "semantic-region", "settings": {"heads": 8}},
               "mask_decoder": {"name": "sam", "settings": {"size": "tiny", "prompt_gate": True}}})

@@ -54,7 +54,7 @@ def test_errors_become_tool_messages_the_model_can_read(fake, scene):
     tool = PixelAgentTool.for_image(Agent("fake"), scene)
     message = tool.invoke(call("   ", 9))
     assert isinstance(message, ToolMessage) and message.status == "error"
-    assert "non-empty question" in message.content
+    assert "question is empty" in message.content
 
 
 def test_async_path(fake, scene):

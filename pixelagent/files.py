@@ -1,0 +1,77 @@
+"""Opening the files users name: regular files only, UTF-8 text, sizes bounded.
+
+Every file pixelagent reads because a user (or a dataset, or a calling model) named it goes
+through here, so that a FIFO, a device, a directory, a huge file or bytes that are not UTF-8
+fail at once with one line naming the file, instead of blocking forever (``open()`` on a FIFO
+waits for a writer), filling memory (``/dev/zero``) or raising a bare ``UnicodeDecodeError``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pixelagent.errors import ConfigError, PixelAgentError
+
+__all__ = ["DEFAULT_MAX_TEXT_BYTES", "check_regular_file", "read_bytes", "read_text"]
+
+#: Largest text file (JSON, YAML, JSON Lines) read whole by default: 1 GiB. The published PRIST
+#: split is 1.6 MB and a LabelMe file with its image embedded a few MB; anything near this is a
+#: mistake (a video, a disk image) or an attack, and reading it would take minutes and gigabytes.
+DEFAULT_MAX_TEXT_BYTES = 1 << 30
+
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
+
+
+def check_regular_file(path: str | os.PathLike, what: str = "file",
+                       error: type[PixelAgentError] = ConfigError) -> Path:
+    """``path`` as a Path if it names a regular file (symlinks followed), else ``error``.
+
+    Uses ``stat``, which never blocks, so a FIFO is refused before anything opens it.
+    """
+    name = os.fsdecode(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{what} {name} does not exist; check the path") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise error(f"cannot read {what} {name}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(mode):
+        kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        hint = ("; pass the path of one file" if stat.S_ISDIR(mode)
+                else "; pass a regular file (save piped data to a file first)")
+        raise error(f"{what} {name} is {kind}, not a regular file{hint}")
+    return Path(path)
+
+
+def read_bytes(path: str | os.PathLike, what: str = "file", *, max_bytes: int | None = DEFAULT_MAX_TEXT_BYTES,
+               error: type[PixelAgentError] = ConfigError) -> bytes:
+    """The bytes of a regular file no larger than ``max_bytes`` (None: no bound)."""
+    path = check_regular_file(path, what, error)
+    try:
+        with path.open("rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise error(f"{what} {path} is {size:,} bytes, over the {max_bytes:,}-byte limit for "
+                            "files read whole; is it the right file?")
+            # read at most one byte past the limit: a file growing while we read cannot blow it
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise error(f"{what} {path} grew past the {max_bytes:,}-byte limit while being read")
+    return data
+
+
+def read_text(path: str | os.PathLike, what: str = "file", *, max_bytes: int | None = DEFAULT_MAX_TEXT_BYTES,
+              error: type[PixelAgentError] = ConfigError) -> str:
+    """A regular file's text, decoded as UTF-8 (a leading BOM is dropped); undecodable bytes
+    raise ``error`` naming the file and the offset, never a bare ``UnicodeDecodeError``."""
+    data = read_bytes(path, what, max_bytes=max_bytes, error=error)
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {os.fsdecode(path)} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                    f"{exc.start}); save it as UTF-8") from None
