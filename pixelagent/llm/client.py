@@ -6,6 +6,11 @@ It speaks the plain HTTP API through httpx (sync and async), retries what is wor
 jitter, bounds the number of requests in flight per client, and validates JSON replies against
 pydantic schemas with a "repair" turn when the model gets the format wrong.
 
+Every attempt has one total deadline (``timeout``: connect, send, wait and the whole reply body;
+not per read, so a server that trickles a byte at a time cannot stretch it) and every reply body a
+size cap (``max_response_bytes``), counted as it streams in, so neither a stuck nor a huge answer
+can hold a caller or its memory.
+
 The API key is held privately: it never appears in ``repr``, logs or error messages (every error
 text is scrubbed of it, in case a server echoes the request back).
 """
@@ -20,9 +25,12 @@ import json
 import os
 import random
 import re
+import socket
+import ssl
 import threading
 import time
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional, TypeVar
 
 import httpx
@@ -37,6 +45,13 @@ __all__ = ["ChatClient", "LLMError", "LLMSchemaError", "image_content", "extract
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _RETRY_STATUSES = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 _ERROR_TEXT_LIMIT = 500  # server error bodies can be whole HTML pages; keep messages one-line-ish
+#: Default cap on one reply body (decoded). A chat completion is a few KiB of JSON and even a very
+#: long answer stays well under 1 MiB; 16 MiB leaves room for verbose proxies, ``n > 1`` and
+#: logprobs, while a misrouted download or a hostile endpoint cannot fill the caller's memory.
+DEFAULT_MAX_RESPONSE_BYTES = 16 << 20
+_ERROR_BODY_LIMIT = 64 << 10  # of a non-2xx body only this much is read: the message shows 500 chars
+_DECODE_STEP = 64 << 10  # most decoded bytes one decompression step may produce (bounds a zip bomb)
+_ACCEPT_ENCODING = "gzip, deflate"  # what _Body decodes itself, step by step (httpx would add zstd/br)
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -56,7 +71,12 @@ class ChatClient:
             else ``https://api.openai.com/v1``.
         api_key: default ``$OPENAI_API_KEY``; missing → :class:`ConfigError`.
         model: the ``model`` field of every request.
-        timeout: seconds per HTTP attempt (connect, read, write and pool each).
+        timeout: the deadline of each HTTP attempt, in seconds: connecting, sending the request,
+            waiting for the answer and reading all of its body must fit in it together (a server
+            that trickles its answer cannot stretch it). An overrun is retried like any timeout.
+        max_response_bytes: the most bytes a reply body may have (after decompression); a bigger
+            one is refused at once from its ``Content-Length``, or cut off when the count passes the
+            cap, and not retried. Default :data:`DEFAULT_MAX_RESPONSE_BYTES` (16 MiB).
         max_retries: extra attempts after the first for retryable failures.
         max_concurrency: requests in flight at once through this client (sync and async each).
         backoff, max_backoff: the first retry waits about ``backoff`` seconds, doubling per
@@ -65,17 +85,21 @@ class ChatClient:
 
     def __init__(self, base_url: str | None = None, api_key: str | None = None, model: str = "gpt-4o",
                  timeout: float = 60.0, max_retries: int = 5, max_concurrency: int = 4,
-                 backoff: float = 1.0, max_backoff: float = 30.0) -> None:
+                 backoff: float = 1.0, max_backoff: float = 30.0,
+                 max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
         self.base_url = _check_base_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
         self._api_key = api_key or os.environ.get("OPENAI_API_KEY") or ""
         if not self._api_key:
             raise ConfigError("no API key for the chat endpoint: set OPENAI_API_KEY (or pass api_key=...)")
-        _check_limits(timeout, max_retries, max_concurrency, backoff, max_backoff)
+        _check_limits(timeout, max_retries, max_concurrency, backoff, max_backoff, max_response_bytes)
         self.model, self.timeout, self.max_retries = model, float(timeout), int(max_retries)
         self.max_concurrency, self.backoff, self.max_backoff = int(max_concurrency), float(backoff), float(max_backoff)
+        self.max_response_bytes = int(max_response_bytes)
         self._semaphore = threading.Semaphore(self.max_concurrency)
-        self._http: httpx.Client | None = None
+        self._lanes: list[_Lane] = []  # every sync lane made; at most max_concurrency (see _Lane)
+        self._idle_lanes: list[_Lane] = []
         self._http_lock = threading.Lock()
+        self._ssl: ssl.SSLContext | None = None  # one CA bundle load, shared by the lanes' clients
         self._loop: asyncio.AbstractEventLoop | None = None  # async state is per event loop
         self._asemaphore: asyncio.Semaphore | None = None
         self._ahttp: httpx.AsyncClient | None = None
@@ -90,17 +114,30 @@ class ChatClient:
         return f"{self.base_url}/chat/completions"
 
     def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"}
+        return {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json",
+                "Accept-Encoding": _ACCEPT_ENCODING}
 
     def redact(self, text: str) -> str:
         """``text`` with the API key replaced by ``***`` (for anything that may be shown or logged)."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    def _sync_http(self) -> httpx.Client:
-        with self._http_lock:  # one pooled client, created on first use by whichever thread
-            if self._http is None:
-                self._http = httpx.Client(timeout=self.timeout)
-            return self._http
+    def _take_lane(self) -> _Lane:
+        """An idle lane (the caller holds the semaphore, so there is always one to take or make)."""
+        with self._http_lock:
+            if self._idle_lanes:
+                lane = self._idle_lanes.pop()  # the most recently used: its connection is warmest
+            else:
+                lane = _Lane()
+                self._lanes.append(lane)
+            if lane.http is None:
+                if self._ssl is None:
+                    self._ssl = httpx.create_ssl_context()
+                lane.http, lane.socket = httpx.Client(verify=self._ssl, timeout=self.timeout), None
+            return lane
+
+    def _return_lane(self, lane: _Lane) -> None:
+        with self._http_lock:
+            self._idle_lanes.append(lane)
 
     def _async_state(self) -> tuple[asyncio.Semaphore, httpx.AsyncClient]:
         """Semaphore and AsyncClient of the running loop: both are bound to the loop that made them,
@@ -114,9 +151,10 @@ class ChatClient:
     def close(self) -> None:
         """Close the pooled sync connections (the client stays usable; a new pool opens on demand)."""
         with self._http_lock:
-            if self._http is not None:
-                self._http.close()
-                self._http = None
+            for lane in self._lanes:
+                if lane.http is not None:
+                    lane.http.close()
+                    lane.http, lane.socket = None, None
 
     async def aclose(self) -> None:
         """Close the async connection pool of the running loop."""
@@ -169,25 +207,104 @@ class ChatClient:
                 await asyncio.sleep(self._delay(attempt, exc.wait))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _send_sync(self, body: dict) -> httpx.Response:
+    # -- one attempt ------------------------------------------------------------------------
+    # The deadline must bound the attempt as a whole. httpx's timeouts bound each socket operation
+    # (connect, one send, one recv), so a server sending a byte every few seconds never trips the
+    # read timeout. On the sync path three things together make the deadline hold:
+    #   1. every httpx timeout is the whole deadline (it is the time left when the attempt starts),
+    #      so no single connect/send/recv can outlast it;
+    #   2. the body is streamed and the clock is checked after every chunk (a trickle ends there);
+    #   3. a watchdog timer shuts the lane's socket down at the deadline, which wakes a recv or
+    #      send blocked in this thread (shutdown does; a close from another thread does not, on
+    #      Linux) and also covers what 2 cannot see: a trickle of the status line and headers, or
+    #      a stall. The failure that follows is then reported as the deadline overrun it is.
+    # The watchdog needs to know the socket *before* the headers arrive, and httpx only exposes it
+    # afterwards (``response.extensions["network_stream"]``). So each sync request in flight runs
+    # in its own lane, an httpx.Client used by one request at a time: its pool then holds at most
+    # one live connection, whose socket the ``trace`` extension reports when it connects
+    # (``connect_tcp``/``start_tls`` ".complete" events carry the network stream) and which stays
+    # the lane's socket while it is reused. Keep-alive is kept, and no private httpx attribute is
+    # touched. Not covered: the DNS lookup (no socket yet; the resolver has its own timeouts) and
+    # a TLS handshake, whose reads are bounded one by one by 1. only.
+    # The async path needs none of this: asyncio.wait_for cancels the whole attempt at the deadline.
+    def _send_sync(self, body: dict) -> _Answer:
+        lane = self._take_lane()
+        watchdog = _Watchdog(lane, self.timeout)
+        deadline = time.monotonic() + self.timeout
         try:
-            response = self._sync_http().post(self.url, json=body, headers=self._headers())
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"no answer within {self.timeout:g} s ({type(exc).__name__})") from None
+            with lane.http.stream("POST", self.url, json=body, headers=self._headers(),
+                                  timeout=httpx.Timeout(self.timeout),
+                                  extensions={"trace": watchdog.trace}) as response:
+                watchdog.watch(response.extensions.get("network_stream"))
+                reader = self._body_reader(response)
+                for raw in response.iter_raw():
+                    if time.monotonic() > deadline:
+                        raise self._overrun()
+                    if not reader.feed(raw):
+                        break
+                answer = self._answer(response, reader)
+            if watchdog.stop():  # fired before the body was complete: what was read may be cut
+                raise self._overrun()
+        except httpx.TimeoutException:
+            raise self._overrun() from None
+        except httpx.TransportError as exc:
+            if watchdog.stop():  # the watchdog's shutdown is what broke the connection
+                raise self._overrun() from None
+            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            watchdog.stop()
+            self._return_lane(lane)
+        return self._check_status(answer)
+
+    async def _send_async(self, http: httpx.AsyncClient, body: dict) -> _Answer:
+        try:
+            answer = await asyncio.wait_for(self._exchange_async(http, body), self.timeout)
+        except (asyncio.TimeoutError, httpx.TimeoutException):
+            raise self._overrun() from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
-        return self._check_status(response)
+        return self._check_status(answer)
 
-    async def _send_async(self, http: httpx.AsyncClient, body: dict) -> httpx.Response:
-        try:
-            response = await http.post(self.url, json=body, headers=self._headers())
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"no answer within {self.timeout:g} s ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from None
-        return self._check_status(response)
+    async def _exchange_async(self, http: httpx.AsyncClient, body: dict) -> _Answer:
+        async with http.stream("POST", self.url, json=body, headers=self._headers(),
+                               timeout=httpx.Timeout(self.timeout)) as response:
+            reader = self._body_reader(response)
+            async for raw in response.aiter_raw():
+                if not reader.feed(raw):
+                    break
+            return self._answer(response, reader)
 
-    def _check_status(self, response: httpx.Response) -> httpx.Response:
+    def _overrun(self) -> _Retryable:
+        return _Retryable(f"no complete answer within {self.timeout:g} s (timeout={self.timeout:g} is the "
+                          "deadline of each attempt, the whole reply included; raise it for a slow endpoint)")
+
+    def _body_reader(self, response: httpx.Response) -> _Body:
+        """A reader for this reply's body; refuses at once a 2xx reply whose size announced in
+        ``Content-Length`` is over the cap (reading it would only waste the time and memory)."""
+        encoding = response.headers.get("content-encoding", "")
+        if not response.is_success:  # only the server's message is wanted; it is clipped anyway
+            return _Body(encoding, min(self.max_response_bytes, _ERROR_BODY_LIMIT), self.url)
+        length = response.headers.get("content-length", "").strip()
+        identity = encoding.strip().lower() in ("", "identity")  # else the header counts compressed bytes
+        if identity and length.isdigit() and int(length) > self.max_response_bytes:
+            raise self._too_big(f"its Content-Length is {int(length)} bytes", response.status_code)
+        return _Body(encoding, self.max_response_bytes, self.url)
+
+    def _answer(self, response: httpx.Response, reader: _Body) -> _Answer:
+        if reader.overflow and response.is_success:
+            raise self._too_big(f"more than {reader.limit} bytes arrived (reading stopped there)",
+                                response.status_code)
+        return _Answer(response.status_code, response.reason_phrase, response.headers, reader.content(),
+                       response.charset_encoding or "utf-8")
+
+    def _too_big(self, size: str, status: int) -> LLMError:
+        """Not retried: a server that sends an oversized reply will do it again."""
+        return LLMError(f"chat reply from {self.url} is too large: {size}, over max_response_bytes="
+                        f"{self.max_response_bytes} ({_human(self.max_response_bytes)}); a chat completion "
+                        "is a few KiB, so check the base URL, or raise max_response_bytes if the endpoint "
+                        "really sends replies this big", status)
+
+    def _check_status(self, response: _Answer) -> _Answer:
         """Pass 2xx through; retryable statuses become _Retryable; any other status is final."""
         if response.is_success:
             return response
@@ -247,16 +364,17 @@ def _check_base_url(url: str) -> str:
 
 
 def _check_limits(timeout: float, max_retries: int, max_concurrency: int, backoff: float,
-                  max_backoff: float) -> None:
+                  max_backoff: float, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
     problems = [name for name, ok in [("timeout > 0", timeout > 0), ("max_retries >= 0", max_retries >= 0),
                                       ("max_concurrency >= 1", max_concurrency >= 1),
-                                      ("backoff >= 0", backoff >= 0), ("max_backoff >= 0", max_backoff >= 0)]
+                                      ("backoff >= 0", backoff >= 0), ("max_backoff >= 0", max_backoff >= 0),
+                                      ("max_response_bytes >= 1", max_response_bytes >= 1)]
                 if not ok]
     if problems:
         raise ConfigError(f"invalid ChatClient settings: need {', '.join(problems)}")
 
 
-def _reply_text(response: httpx.Response) -> str:
+def _reply_text(response: _Answer) -> str:
     """``choices[0].message.content``; a body without it is malformed (worth another attempt:
     truncated or garbled bodies from overloaded proxies are usually transient)."""
     try:
@@ -269,7 +387,7 @@ def _reply_text(response: httpx.Response) -> str:
     return content
 
 
-def _server_message(response: httpx.Response) -> str:
+def _server_message(response: _Answer) -> str:
     """The server's own explanation: OpenAI's ``{"error": {"message": ...}}`` or the raw text."""
     try:
         error = response.json().get("error")
@@ -287,7 +405,7 @@ def _hint(status: int) -> str:
             404: " (check the base URL and the model name)"}.get(status, "")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: _Answer) -> float | None:
     """Seconds the server asked us to wait: ``retry-after-ms``, ``Retry-After`` seconds or HTTP date."""
     millis = response.headers.get("retry-after-ms")
     value = response.headers.get("retry-after")
@@ -309,6 +427,154 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _clip(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "…"
+
+
+# -- transport pieces ----------------------------------------------------------------------------
+class _Answer:
+    """A reply read in full (within the cap): what the status check and the parsers need."""
+
+    __slots__ = ("status_code", "reason_phrase", "headers", "content", "encoding")
+
+    def __init__(self, status_code: int, reason_phrase: str, headers: httpx.Headers, content: bytes,
+                 encoding: str) -> None:
+        self.status_code, self.reason_phrase, self.headers = status_code, reason_phrase, headers
+        self.content, self.encoding = content, encoding
+
+    @property
+    def is_success(self) -> bool:
+        return 200 <= self.status_code < 300
+
+    @property
+    def text(self) -> str:
+        try:
+            return self.content.decode(self.encoding, errors="replace")
+        except LookupError:  # a charset Python does not know
+            return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+class _Body:
+    """Collects a streamed body up to ``limit`` decoded bytes, decompressing gzip/deflate itself in
+    bounded steps, so neither a long body nor a small compressed bomb holds more than about
+    ``limit + _DECODE_STEP`` bytes. ``feed`` returns False (and ``overflow`` is set) once past the cap."""
+
+    def __init__(self, content_encoding: str, limit: int, url: str) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c not in ("", "identity")]
+        if codings and (len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise LLMError(f"chat reply from {url} uses Content-Encoding {content_encoding!r}, which this "
+                           f"client did not ask for (it accepts {_ACCEPT_ENCODING}); check the endpoint or proxy")
+        # MAX_WBITS | 32: accept both the zlib wrapper (HTTP "deflate") and the gzip one
+        self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 32) if codings else None
+        self.limit, self.size, self.overflow = limit, 0, False
+        self._parts: list[bytes] = []
+
+    def feed(self, raw: bytes) -> bool:
+        for piece in self._decoded(raw):
+            if not self._keep(piece):
+                return False
+        return True
+
+    def content(self) -> bytes:
+        if self._zlib is not None and not self.overflow:
+            try:
+                self._keep(self._zlib.flush())
+            except zlib.error:
+                raise _Retryable("malformed response body (bad compressed data)") from None
+        return b"".join(self._parts)
+
+    def _keep(self, piece: bytes) -> bool:
+        room = self.limit - self.size
+        self.size += len(piece)
+        if len(piece) > room:
+            self._parts.append(piece[:room])
+            self.overflow = True
+            return False
+        self._parts.append(piece)
+        return True
+
+    def _decoded(self, raw: bytes) -> Iterator[bytes]:
+        if self._zlib is None:
+            yield raw  # httpcore reads at most 64 KiB at a time
+            return
+        data = raw
+        try:
+            while data:
+                yield self._zlib.decompress(data, _DECODE_STEP)
+                data = self._zlib.unconsumed_tail
+        except zlib.error:
+            raise _Retryable("malformed response body (bad compressed data)") from None
+
+
+class _Lane:
+    """What one sync request in flight uses: an httpx.Client of its own (so its pool holds at most
+    one live connection) and that connection's socket, for the watchdog (see ``_send_sync``)."""
+
+    __slots__ = ("http", "socket")
+
+    def __init__(self) -> None:
+        self.http: httpx.Client | None = None
+        self.socket: socket.socket | None = None
+
+
+class _Watchdog:
+    """Shuts the lane's socket down when the attempt's deadline passes, unless stopped first."""
+
+    def __init__(self, lane: _Lane, seconds: float) -> None:
+        self._lane, self._lock = lane, threading.Lock()
+        self._fired = self._stopped = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def trace(self, event: str, info: dict) -> None:
+        """httpcore's ``trace`` extension: learn the socket as soon as a connection is made."""
+        if event.endswith("connect_tcp.started"):
+            with self._lock:
+                self._lane.socket = None  # the lane's old connection is gone; the new one is coming
+        elif event.endswith(".complete"):
+            self.watch(info.get("return_value"))
+
+    def watch(self, stream: Any) -> None:
+        """Take the socket of a network stream (if it is one); shut it at once if already late."""
+        extra = getattr(stream, "get_extra_info", None)
+        sock = extra("socket") if callable(extra) else None
+        if sock is None:
+            return
+        with self._lock:
+            self._lane.socket = sock
+            if self._fired and not self._stopped:
+                _shutdown(sock)
+
+    def stop(self) -> bool:
+        """Disarm; True if the deadline had already fired (what the attempt read may be cut)."""
+        with self._lock:
+            self._stopped = True
+        self._timer.cancel()
+        return self._fired
+
+    def _fire(self) -> None:
+        with self._lock:  # under the lock: an attempt that already stopped keeps its connection
+            if not self._stopped:
+                self._fired = True
+                _shutdown(self._lane.socket)
+
+
+def _shutdown(sock: socket.socket | None) -> None:
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:  # already closed (a stale socket object has fileno -1: no risk of a reused fd)
+            pass
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
 
 
 # -- JSON parsing and repair ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pixelagent import hookimpl
 
@@ -19,10 +19,13 @@ class ChatSettings(BaseModel):
 
     model: str = "gpt-4o"
     base_url: Optional[str] = None  # default: $OPENAI_BASE_URL, else the OpenAI API
-    timeout: float = 60.0
+    timeout: float = 60.0  # seconds: the deadline of each request attempt, the whole reply included
     max_retries: int = 5
+    max_response_bytes: int = 16 << 20  # the largest reply body accepted (a chat completion is a few KiB)
     temperature: Optional[float] = None
     max_tokens: Optional[int] = None
+    # the most characters of questions and answers sent per request; past it limits.context_policy applies
+    context_chars: int = Field(200_000, ge=1)
 
 
 class BoxSettings(BaseModel):
@@ -36,8 +39,9 @@ def _build_chat(settings: ChatSettings, context):
     from pixelagent_openai.backbone import ChatBackbone
 
     client = ChatClient(base_url=settings.base_url, model=settings.model, timeout=settings.timeout,
-                        max_retries=settings.max_retries)
-    return ChatBackbone(client, temperature=settings.temperature, max_tokens=settings.max_tokens)
+                        max_retries=settings.max_retries, max_response_bytes=settings.max_response_bytes)
+    return ChatBackbone(client, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                        context_chars=settings.context_chars)
 
 
 def _build_boxes(settings: BoxSettings, context):

@@ -274,8 +274,8 @@ def test_refuse_policy_refuses_once_full_and_reset_recovers(scene, expect_clear_
 def test_openai_backbone_drops_oldest_exchanges_by_characters(monkeypatch, gray_image):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     with FakeChatServer(lambda request: "It is <box>(1, 1), (9, 9)</box>") as server:
-        agent = Agent("gpt4o-bbox", llm={"settings": {"base_url": server.base_url, "max_retries": 0}})
-        agent.parts["llm"].context_chars = 300
+        agent = Agent("gpt4o-bbox", llm={"settings": {"base_url": server.base_url, "max_retries": 0,
+                                                      "context_chars": 300}})
         session = agent.session(gray_image)
         replies = [session.ask(f"question {i}: " + "w" * 40) for i in range(12)]
         last = server.requests[-1]
