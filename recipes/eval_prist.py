@@ -30,8 +30,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pixelagent import Agent, Mask
 from pixelagent.mask import Granularity
-from pixelagent.data.records import PristRecord, load_split
+from pixelagent.data.records import PristRecord, load_split, resolve_in
 from pixelagent.errors import ConfigError
+from pixelagent.files import check_regular_file, read_text
 from pixelagent.eval import SegmentationMeter, plot_by_granularity, response_metrics, table3_markdown, table3_row
 from pixelagent.markup import find_focus_spans, render_plain
 
@@ -67,17 +68,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def read_predictions(path: Path) -> dict[str, dict]:
-    """Dialogue id → its prediction line; a torn last line (killed mid-write) is ignored."""
-    if not path.is_file():
+    """Dialogue id → its prediction line.
+
+    A line that is not a whole prediction (a torn last line, killed mid-write) is ignored, so
+    its dialogue is run again; a file that is not a regular UTF-8 file is a ConfigError.
+    """
+    if not path.exists():
         return {}
     predictions = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path, "predictions file").splitlines():
         try:
             entry = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
-        predictions[entry["id"]] = entry
+        if _is_prediction(entry):
+            predictions[entry["id"]] = entry
     return predictions
+
+
+def _is_prediction(entry: object) -> bool:
+    """Whether a predictions line has the shape :func:`predict` writes."""
+    return (isinstance(entry, dict) and isinstance(entry.get("id"), str) and isinstance(entry.get("answers"), list)
+            and all(isinstance(a, str) for a in entry["answers"]) and isinstance(entry.get("masks"), list)
+            and all(m is None or isinstance(m, dict) for m in entry["masks"]))
 
 
 def run_all(agent: Agent, records: list[PristRecord], data_dir: Path, path: Path) -> None:
@@ -92,9 +105,10 @@ def run_all(agent: Agent, records: list[PristRecord], data_dir: Path, path: Path
 
 def predict(agent: Agent, record: PristRecord, data_dir: Path) -> dict:
     """Run one dialogue; the masks of its segmentation turns as COCO RLE (None: no [SEG])."""
-    image = data_dir / record.image
-    if not image.is_file():
+    image = resolve_in(data_dir, record.image, f"record {record.id}")
+    if not image.exists():
         raise ConfigError(f"record {record.id}: image {image} does not exist; check --data")
+    check_regular_file(image, f"record {record.id}: image")  # a FIFO or device would block or never end
     start = time.perf_counter()
     session = agent.session(image)
     answers, masks = [], []

@@ -194,15 +194,42 @@ def import_published_command(
     exact: bool = typer.Option(False, "--exact-labels", help="Fill only shapes labelled exactly with the "
                                "focus (default: labels containing it, as the official loader does)."),
 ) -> None:
-    """Convert a published PRIST file (+ LabelMe masks) into OUT/<split>.jsonl."""
-    from pixelagent.data.prist import load_published
-    from pixelagent.data.records import split_path, write_records
+    """Convert a published PRIST file (+ LabelMe masks) into OUT/<split>.jsonl.
 
-    records = load_published(json_path, annotations_dir=annotations, images_prefix=images_prefix, split=split,
-                             label_match="exact" if exact else "contains")
+    Record by record: a bad record (an image path outside the folder, an empty focus, a LabelMe
+    file that is unreadable or has no valid shape for the focus) is skipped and reported on
+    stderr, the good ones are written (atomically: a killed import leaves no half file), and the
+    command exits 1 when anything was skipped.
+    """
+    from pixelagent.data.prist import Skipped, iter_published
+    from pixelagent.data.records import split_path, write_records
+    from pixelagent.files import check_regular_file
+
     target = split_path(out, split)
-    typer.echo(f"wrote {write_records(target, records)} records on "
-               f"{len({r.image for r in records})} images to {target}")
+    check_regular_file(json_path, "published PRIST file")
+    if annotations is not None and not annotations.is_dir():
+        state = "does not exist" if not annotations.exists() else "is not a folder"
+        raise ConfigError(f"--annotations {annotations} {state}; give the folder of LabelMe {{stem}}.json files")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; give a dataset folder")
+    records, skipped = [], 0
+    for item in iter_published(json_path, annotations_dir=annotations, images_prefix=images_prefix, split=split,
+                               label_match="exact" if exact else "contains"):
+        if isinstance(item, Skipped):
+            skipped += 1
+            typer.echo(f"skipped {item.error}", err=True)
+        else:
+            records.append(item)
+    total = len(records) + skipped
+    if records or not skipped:
+        written = write_records(target, records)
+        typer.echo(f"wrote {written} records on {len({r.image for r in records})} images to {target}; "
+                   f"skipped {skipped}")
+    else:
+        typer.echo(f"wrote nothing: every record was skipped; {target} left as it was")
+    if skipped:
+        raise ConfigError(f"{skipped} of {total} records skipped (listed above); fix them and rerun "
+                          f"to import them too")
 
 
 @data_app.command("export-published")
@@ -215,6 +242,10 @@ def export_published_command(
     from pixelagent.data.prist import export_published
     from pixelagent.data.records import load_split
 
-    out.mkdir(parents=True, exist_ok=True)
-    count = export_published(load_split(directory, split), out / f"{split}.json", out / "annotations")
+    records = load_split(directory, split)  # read and checked before anything is written
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+    count = export_published(records, out / f"{split}.json", out / "annotations")
     typer.echo(f"wrote {count} dialogues to {out / f'{split}.json'} and LabelMe files to {out / 'annotations'}")

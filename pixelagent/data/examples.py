@@ -25,13 +25,13 @@ import yaml
 from PIL import Image
 
 from pixelagent.errors import ConfigError, ImageError, InputError
+from pixelagent.files import check_regular_file, read_text
 from pixelagent.images import DEFAULT_MAX_PIXELS
 from pixelagent.images import load_image as _load_image
 from pixelagent.markup import SEG_TOKEN
 
-__all__ = ["Dataset", "TrainingExample", "check_images_exist", "check_index", "existing_path", "no_masks",
-           "read_json", "read_yaml",
-           "seeded_rng", "stable_int"]
+__all__ = ["Dataset", "TrainingExample", "check_image_name", "check_images_exist", "check_index", "existing_path",
+           "image_in", "no_masks", "read_json", "read_yaml", "seeded_rng", "stable_int"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +93,7 @@ class TrainingExample:
 
 def _load_stored_orientation(path: Path) -> np.ndarray:
     """RGB ``(H, W, 3)`` uint8 of the pixels as stored (no EXIF rotation), size-checked first."""
+    check_regular_file(path, "image", error=ImageError)  # a FIFO would block Image.open
     try:
         with Image.open(path) as image:
             if image.width * image.height > DEFAULT_MAX_PIXELS:
@@ -147,26 +148,42 @@ def check_index(index: Any, length: int, name: str) -> int:
 
 
 def read_json(path: str | Path, what: str) -> Any:
-    """Parse a JSON file; ConfigError naming the file when it is missing or malformed."""
+    """Parse a JSON file; ConfigError naming the file when it is missing, not a regular file,
+    not UTF-8 or malformed."""
     path = Path(path)
+    text = read_text(path, f"the {what}")
     try:
-        with path.open("rb") as handle:
-            return json.load(handle)
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
+        return json.loads(text)
     except ValueError as exc:
         raise ConfigError(f"the {what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"the {what} {path} is nested too deeply to be read") from None
 
 
 def read_yaml(path: str | Path, what: str) -> Any:
     """Parse a YAML file (safe loader); ConfigError naming the file when it is missing or malformed."""
     path = Path(path)
+    text = read_text(path, f"the {what}")
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"the {what} {path} is not valid YAML: {exc}") from None
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"the {what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+def check_image_name(name: Any, where: str) -> str:
+    """``name`` if it is an image path that stays inside its images folder, else ConfigError
+    prefixed ``where`` (the rule of :func:`pixelagent.data.records.check_relative_path`)."""
+    from pixelagent.data.records import check_relative_path
+
+    try:
+        return check_relative_path(name, "image path")
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def image_in(images_dir: Path, name: Any, where: str) -> Path:
+    """``images_dir / name`` after :func:`check_image_name` (lexical: symlinks are not resolved)."""
+    return Path(images_dir) / check_image_name(name, where)
 
 
 def existing_path(path: str | Path, what: str, kind: str = "file") -> Path:
@@ -181,7 +198,7 @@ def existing_path(path: str | Path, what: str, kind: str = "file") -> Path:
 
 def check_images_exist(images_dir: Path, names: list[str], where: str) -> None:
     """ConfigError listing (the first few of) ``names`` missing under ``images_dir``."""
-    missing = [name for name in names if not (images_dir / name).is_file()]
+    missing = [name for name in names if not image_in(images_dir, name, where).is_file()]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ConfigError(f"{where}: {len(missing)} image(s) missing under {images_dir}: {shown}")

@@ -28,7 +28,7 @@ from typing import Any, Optional, TypeVar, Union
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 from pixelagent.data import prompts
-from pixelagent.data.records import Message, PristRecord, TargetAnnotation, split_path
+from pixelagent.data.records import Message, PristRecord, TargetAnnotation, check_relative_path, split_path
 from pixelagent.errors import ConfigError, InputError
 from pixelagent.images import image_size, load_image
 from pixelagent.llm.client import ChatClient, LLMError, image_content
@@ -221,11 +221,35 @@ async def _generate_image(path: Path, run: _Run) -> list[PristRecord]:
 
 
 def _image_ref(path: Path, out_dir: Path) -> str:
-    """The image path relative to the dataset directory, or as given where there is none."""
+    """The image path relative to the dataset directory, lexically (a linked ``images/`` folder
+    stays ``images/...``), or as given where there is none (another drive on Windows)."""
     try:
-        return Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
-    except ValueError:  # another drive (Windows)
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(out_dir))).as_posix()
+    except ValueError:
         return str(path)
+
+
+def _images_inside(images_dir: Path, out_dir: Path) -> Path:
+    """The images folder as seen from inside the dataset folder, where records must name images.
+
+    A folder outside ``out_dir`` (``--images photos/ --out gen/``) is linked in as
+    ``out_dir/images`` (a symlink to it), so records read ``images/<name>`` and the dataset stays
+    self-contained; an ``images`` entry already there must be that link (or that folder).
+    """
+    try:
+        check_relative_path(_image_ref(images_dir / "x", out_dir))
+        return images_dir  # already inside
+    except ConfigError:
+        pass
+    link = out_dir / "images"
+    if not link.exists() and not link.is_symlink():
+        link.symlink_to(images_dir.resolve(), target_is_directory=True)
+        return link
+    if link.resolve() == images_dir.resolve():
+        return link
+    raise ConfigError(f"the images folder {images_dir} is outside --out {out_dir}, whose records must name "
+                      f"images inside it, and {link} is already something else; move the images into "
+                      f"{out_dir}, or pass --images {link}")
 
 
 # -- output files -------------------------------------------------------------------------------------
@@ -372,6 +396,8 @@ async def agenerate_dataset(images_dir: Union[str, os.PathLike], out_dir: Union[
     out_dir.mkdir(parents=True, exist_ok=True)
     _repair_tail(output)
     images = _find_images(Path(images_dir))
+    if images:  # before any request is paid for: records name their images inside out_dir
+        images = _find_images(_images_inside(Path(images_dir), out_dir))
     todo, skipped = _plan(images, _done_stems(output), limit)
     report = GenerateReport(output=output, failures=out_dir / FAILURES_FILE,
                             images_found=len(images), skipped=skipped)

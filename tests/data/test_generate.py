@@ -88,8 +88,8 @@ def responder(fail_widths=(), break_first_dialogue=False):
 
 @pytest.fixture
 def images(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
+    folder = tmp_path / "out" / "images"
+    folder.mkdir(parents=True)
     for i in range(4):  # widths 20..23 identify the images on the server side
         Image.fromarray(np.full((16, 20 + i, 3), 40 * i, np.uint8)).save(folder / f"img{i}.png")
     (folder / "notes.txt").write_text("not an image")
@@ -112,7 +112,7 @@ def test_three_steps_make_valid_records(images, tmp_path):
     records = list(read_records(out / "val.jsonl"))
     assert [r.id for r in records] == ["img0-1", "img0-2"]
     first, second = records
-    assert first.image == "../images/img0.png" and first.image_size == (16, 20) and first.split == "val"
+    assert first.image == "images/img0.png" and first.image_size == (16, 20) and first.split == "val"
     assert first.focus == "red letters 20" and [t.phrase for t in first.targets] == ["red letters 20"]
     assert first.targets[0].mask is None
     question, answer = first.turns[-1]
@@ -236,3 +236,26 @@ def test_cli_command(images, tmp_path, monkeypatch):
     assert "2 image(s) done" in result.output and KEY not in result.output
     assert len(lines(out / "train.jsonl")) == 4
     assert {r.body["model"] for r in server.requests} == {"m1"}
+
+
+def test_images_outside_the_dataset_folder_are_linked_in(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(elsewhere / "a.png")
+    with FakeChatServer(responder()) as server:
+        report = generate_dataset(elsewhere, tmp_path / "out", client_for(server), limit=1)
+    assert report.completed == 1
+    assert (tmp_path / "out" / "images").resolve() == elsewhere.resolve()
+    record = next(read_records(tmp_path / "out" / "train.jsonl"))
+    assert record.image == "images/a.png" and (tmp_path / "out" / record.image).is_file()
+
+
+def test_an_images_entry_that_is_something_else_is_refused_before_any_request(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(elsewhere / "a.png")
+    (tmp_path / "out" / "images").mkdir(parents=True)
+    with FakeChatServer(responder()) as server:
+        with pytest.raises(ConfigError, match=r"is outside --out .*already something else"):
+            generate_dataset(elsewhere, tmp_path / "out", client_for(server))
+        assert server.requests == []

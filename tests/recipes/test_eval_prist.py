@@ -115,3 +115,61 @@ def test_a_missing_image_stops_with_one_line_and_keeps_the_predictions(fake, syn
     err = capsys.readouterr().err
     assert "images/gone.png does not exist" in err and err.count("\n") == 1
     assert len((tmp_path / "o1" / "predictions.jsonl").read_text().splitlines()) == 3
+
+
+def load_recipe():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "eval_prist.py"
+    spec = importlib.util.spec_from_file_location("eval_prist_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("image, problem", [("../../x.png", "climbs out"), ("/etc/passwd", "is absolute")])
+def test_a_record_whose_image_leaves_the_data_folder_is_refused_with_file_and_line(synth, tmp_path, capsys,
+                                                                                  image, problem):
+    records = load_split(synth, "test")[:3]
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [r.model_dump_json() for r in records]
+    lines[1] = lines[1].replace(json.dumps(records[1].image), json.dumps(image))
+    (data / "test.jsonl").write_text("\n".join(lines) + "\n")
+    assert run_eval(data, tmp_path / "out") == 1
+    err = capsys.readouterr().err
+    assert f"test.jsonl:2: invalid record: image: image path {image!r} {problem}" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before the model is built or anything written
+
+
+def test_predict_joins_paths_inside_the_data_folder_only(synth, tmp_path):
+    from pixelagent.errors import ConfigError
+
+    recipe = load_recipe()
+    record = load_split(synth, "test")[0]
+    forged = record.model_construct(**{**dict(record), "image": "../" * 8 + "etc/passwd"})  # skips validation
+    with pytest.raises(ConfigError, match=f"record {record.id}: image path .* climbs out"):
+        recipe.predict(None, forged, synth)
+    import os
+
+    data = tmp_path / "data"
+    (data / "images").mkdir(parents=True)
+    os.mkfifo(data / record.image)
+    with pytest.raises(ConfigError, match="is a FIFO"):
+        recipe.predict(None, record, data)
+
+
+def test_read_predictions_keeps_whole_lines_and_ignores_the_rest(tmp_path):
+    from pixelagent.errors import ConfigError
+
+    recipe = load_recipe()
+    path = tmp_path / "predictions.jsonl"
+    good = {"id": "a", "answers": ["x"], "masks": [None], "seconds": 0.1}
+    path.write_text("\n".join([json.dumps(good), "[1, 2]", json.dumps({"id": 5}), '{"answers": []}',
+                               json.dumps({**good, "id": "b", "masks": ["no"]}), '{"id": "c", "ans']) + "\n")
+    assert list(recipe.read_predictions(path)) == ["a"]
+    path.write_bytes(b'{"id": "\xff"}\n')
+    with pytest.raises(ConfigError, match="predictions file .* is not UTF-8"):
+        recipe.read_predictions(path)
+    assert recipe.read_predictions(tmp_path / "none.jsonl") == {}

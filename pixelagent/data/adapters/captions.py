@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pixelagent.data.examples import (TrainingExample, check_images_exist, check_index, existing_path,
-                                      no_masks, read_json, seeded_rng)
+from pixelagent.data.examples import (TrainingExample, check_image_name, check_images_exist, check_index,
+                                      existing_path, image_in, no_masks, read_json, seeded_rng)
 from pixelagent.errors import ConfigError
 from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
 
@@ -53,7 +53,7 @@ class CaptionsDataset:
         caption_id, file_name, caption = self.captions[i]
         question = seeded_rng(self.seed, i).choice(QUESTIONS)
         return TrainingExample(source=self.name, id=caption_id, turns=[(question, caption)], masks=no_masks(),
-                               image=self.images_dir / file_name)
+                               image=image_in(self.images_dir, file_name, f"{self.path}: caption {caption_id}"))
 
 
 def _image_files(data: Any, path: Path) -> dict[Any, str]:
@@ -65,7 +65,7 @@ def _image_files(data: Any, path: Path) -> dict[Any, str]:
     for k, image in enumerate(data["images"]):
         if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
             raise ConfigError(f"{path}: images[{k}] needs 'id' and 'file_name'")
-        files[image["id"]] = image["file_name"]
+        files[image["id"]] = check_image_name(image["file_name"], f"{path}: images[{k}].file_name")
     return files
 
 

@@ -10,8 +10,11 @@ Two sources, one of them:
 
 Example ``i`` is kept record ``i``: its turns as they are and ``masks`` ``(n, H, W)``, one per
 ``[SEG]``. A record whose ``[SEG]`` has no mask (``None`` or no pixel, e.g. a LabelMe label that
-does not match the focus) is refused with a ConfigError, or with ``allow_missing_masks=True``
-skipped and counted in ``skipped`` (their ids in ``skipped_ids``). Masks are kept as COCO RLE
+matches no shape of its LabelMe file) is refused with a ConfigError, or with
+``allow_missing_masks=True`` skipped and counted in ``skipped`` (their ids in ``skipped_ids``).
+Other bad records (an image path outside the folder, a malformed LabelMe file) always raise.
+Image paths are joined to the folder with :func:`~pixelagent.data.records.resolve_in`, which
+refuses absolute paths and paths that climb out with ``..``. Masks are kept as COCO RLE
 and decoded per example, so a large split does not sit decoded in memory.
 """
 
@@ -23,8 +26,8 @@ from typing import Iterable
 import numpy as np
 
 from pixelagent.data.examples import TrainingExample, check_index, existing_path, no_masks
-from pixelagent.data.prist import LabelMatch, load_published
-from pixelagent.data.records import PristRecord, load_split, read_records, split_path
+from pixelagent.data.prist import LabelMatch, NoMatchingShape, Skipped, iter_published
+from pixelagent.data.records import PristRecord, load_split, read_records, resolve_in, split_path
 from pixelagent.errors import ConfigError
 from pixelagent.mask import Mask
 
@@ -53,11 +56,23 @@ class PristDataset:
                 existing_path(annotations_dir, "LabelMe annotations directory", "dir")
             self.root = existing_path(images_dir or json_path.parent / "images", "images directory", "dir")
             self.where = str(json_path)
-            records = load_published(json_path, annotations_dir=annotations_dir, images_prefix="",
-                                     split=split or "test", label_match=label_match)
+            records = self._published(iter_published(json_path, annotations_dir=annotations_dir, images_prefix="",
+                                                     split=split or "test", label_match=label_match))
         self.items = [item for item in map(self._compact, records) if item is not None]
         if not self.items:
             raise ConfigError(f"{self.where}: no record with target masks ({self.skipped} skipped)")
+
+    def _published(self, items: Iterable[PristRecord | Skipped]) -> Iterable[PristRecord]:
+        """The records of a published file; one whose focus has no mask is skipped (and counted)
+        when ``allow_missing_masks``, any other bad one raises its ConfigError."""
+        for item in items:
+            if not isinstance(item, Skipped):
+                yield item
+            elif self.allow_missing_masks and isinstance(item.error, NoMatchingShape):
+                self.skipped += 1
+                self.skipped_ids.append(item.id)
+            else:
+                raise item.error
 
     def _compact(self, record: PristRecord) -> tuple | None:
         """``(id, image, turns, [RLE per [SEG]])``, or None for a skipped record."""
@@ -80,12 +95,12 @@ class PristDataset:
         record_id, image, turns, rles = self.items[check_index(index, len(self), self.name)]
         masks = np.stack([Mask.from_rle(rle).array for rle in rles]) if rles else no_masks()
         return TrainingExample(source=self.name, id=record_id, turns=list(turns), masks=masks,
-                               image=self.root / image)
+                               image=resolve_in(self.root, image, f"{self.where}: record {record_id}"))
 
 
 def _canonical(directory: Path, split: str) -> Iterable[PristRecord]:
     path = split_path(directory, split)
-    if not path.is_file():
+    if not path.exists():
         load_split(directory, split)  # raises the ConfigError that names the splits present
     return read_records(path)
 

@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as coco_mask
 
-from pixelagent.data.examples import (TrainingExample, check_images_exist, check_index, existing_path,
-                                      read_json, seeded_rng)
+from pixelagent.data.examples import (TrainingExample, check_image_name, check_images_exist, check_index,
+                                      existing_path, image_in, read_json, seeded_rng)
 from pixelagent.errors import ConfigError, MaskError
+from pixelagent.files import read_bytes
+from pixelagent.images import DEFAULT_MAX_PIXELS
 from pixelagent.markup import format_focus
 from pixelagent.mask import Mask
 
@@ -61,7 +63,7 @@ def load_refs(path: str | Path) -> list[dict]:
     path = existing_path(path, "refs pickle")
     try:
         # Python 2 pickles (as published) hold byte strings: decode them as UTF-8 text.
-        refs = SafeUnpickler(io.BytesIO(path.read_bytes()), encoding="utf-8").load()
+        refs = SafeUnpickler(io.BytesIO(read_bytes(path, "refs pickle")), encoding="utf-8").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
             KeyError, UnicodeDecodeError, OverflowError) as exc:
         raise ConfigError(f"{path} is not a plain refs pickle: {exc}") from None
@@ -127,12 +129,18 @@ class ReferDataset:
         image = self.images[ref["image_id"]]
         return TrainingExample(source=self.name, id=str(ref.get("ref_id", i)), turns=turns,
                                masks=np.repeat(mask[None], len(turns), axis=0),
-                               image=self.images_dir / image["file_name"], exif_orientation=False)
+                               image=image_in(self.images_dir, image["file_name"], str(self.instances_path)),
+                               exif_orientation=False)
 
     def mask(self, ann_id: Any) -> np.ndarray:
         """The annotation's mask, bool ``(H, W)`` in its image's size."""
         annotation = self.annotations[ann_id]
         image = self.images[annotation["image_id"]]
+        height, width = image["height"], image["width"]
+        if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0
+                and height * width <= DEFAULT_MAX_PIXELS):
+            raise ConfigError(f"{self.instances_path}: image {image['id']}: height x width {height!r}x{width!r} "
+                              f"must be positive integers with at most {DEFAULT_MAX_PIXELS:,} pixels")
         try:
             return decode_segmentation(annotation["segmentation"], image["height"], image["width"])
         except (MaskError, ValueError, TypeError, KeyError) as exc:
@@ -170,6 +178,7 @@ def _index_instances(data: Any, path: Path) -> tuple[dict, dict]:
     for k, image in enumerate(data["images"]):
         if not isinstance(image, dict) or not all(key in image for key in ("id", "file_name", "height", "width")):
             raise ConfigError(f"{path}: images[{k}] needs id, file_name, height and width")
+        check_image_name(image["file_name"], f"{path}: images[{k}].file_name")
         images[image["id"]] = image
     for k, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict) or not all(key in annotation for key in ("id", "image_id",

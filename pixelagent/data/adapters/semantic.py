@@ -35,6 +35,8 @@ from PIL import Image
 from pixelagent.data.examples import (TrainingExample, check_index, existing_path, read_json, read_yaml,
                                       seeded_rng)
 from pixelagent.errors import ConfigError
+from pixelagent.files import check_regular_file, read_text
+from pixelagent.images import DEFAULT_MAX_PIXELS
 from pixelagent.markup import format_focus
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -114,10 +116,11 @@ def _turn(rng: Any, name: str) -> tuple[str, str]:
 
 def _check_size(image_path: Path, label_path: Path, shape: tuple[int, ...]) -> None:
     # Only the header is read; the stored size, since the labels ignore EXIF orientation too.
+    check_regular_file(image_path, "image")  # a FIFO would block Image.open
     try:
         with Image.open(image_path) as image:
             size = (image.height, image.width)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ConfigError(f"cannot read the image {image_path}: {exc}") from None
     if size != tuple(shape):
         raise ConfigError(f"{label_path} is {shape[0]}x{shape[1]} (HxW) but its image {image_path} is "
@@ -143,12 +146,18 @@ def pair_files(images_dir: Path, labels_dir: Path) -> list[tuple[Path, Path]]:
 
 def read_label(path: Path, colors: dict[int, int]) -> np.ndarray:
     """``(H, W)`` int32 class indices of a label PNG: grey/16-bit and palette as is, RGB via ``colors``."""
+    check_regular_file(path, "label image")  # a FIFO would block Image.open
     try:
         with Image.open(path) as image:
+            if image.width * image.height > DEFAULT_MAX_PIXELS:
+                raise ConfigError(f"label image {path} is {image.width}x{image.height}, over the limit of "
+                                  f"{DEFAULT_MAX_PIXELS:,} pixels (pixelagent.images.DEFAULT_MAX_PIXELS)")
             mode = image.mode
             # A palette image's array holds the palette indices, which are Mapillary's class ids.
             pixels = np.asarray(image.convert("RGB") if mode == "RGBA" else image)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ConfigError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ConfigError(f"cannot read the label image {path}: {exc}") from None
     if mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
         return pixels.astype(np.int32)
@@ -218,10 +227,7 @@ def _add_color(index: int, color: Any, colors: dict, problems: list) -> None:
 
 
 def _txt_class_map(path: Path) -> dict[int, str]:
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the class map {path}: {exc}") from None
+    lines = [line.strip() for line in read_text(path, "class map").splitlines()]
     classes = {}
     for number, line in enumerate(line for line in lines if line):
         match = re.fullmatch(r"(\d+)\s*:\s*(.+)", line)

@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pixelagent.data.examples import (TrainingExample, check_images_exist, check_index, existing_path,
-                                      no_masks, read_json)
+from pixelagent.data.examples import (TrainingExample, check_image_name, check_images_exist, check_index,
+                                      existing_path, image_in, no_masks, read_json)
 from pixelagent.errors import ConfigError
 from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
 
@@ -52,7 +52,8 @@ class VQADataset:
         i = check_index(index, len(self), self.name)
         record_id, image, turns = self.records[i]
         return TrainingExample(source=self.name, id=record_id, turns=list(turns), masks=no_masks(),
-                               image=None if image is None else self.images_dir / image)
+                               image=None if image is None else image_in(self.images_dir, image,
+                                                                          f"{self.path}[{i}].image"))
 
 
 def parse_conversation(entry: Any, where: str) -> tuple[str, str | None, tuple[tuple[str, str], ...]]:
@@ -62,6 +63,8 @@ def parse_conversation(entry: Any, where: str) -> tuple[str, str | None, tuple[t
     image = entry.get("image")
     if image is not None and (not isinstance(image, str) or not image):
         raise ConfigError(f"{where}.image: expected a file name, got {image!r}")
+    if image is not None:
+        check_image_name(image, f"{where}.image")
     values = _values(entry.get("conversations"), where)
     values[0] = strip_placeholder(values[0])
     turns = tuple(zip(values[0::2], values[1::2]))
