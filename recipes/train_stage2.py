@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from pixelagent.training.entry import train
+from pixelagent.training.entry import run_script, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,4 +19,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_script(main))

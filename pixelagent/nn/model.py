@@ -6,18 +6,22 @@ parts keep their own trainable/frozen split (``requires_grad``); this module onl
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pixelagent.errors import ConfigError, PartError, WeightsNotFoundError
+from pixelagent.errors import CheckpointError, ConfigError, PartError, WeightsNotFoundError
+from pixelagent.files import check_regular_file, read_text
 from pixelagent.nn.device import seeded_rng
 from pixelagent.nn.losses import LossWeights, mask_losses, phrase_loss, scale_grad
 from pixelagent.nn.tokens import focus_spans
@@ -31,6 +35,10 @@ FORMAT = "pixelagent-segmentation-model"
 FORMAT_VERSION = 1
 #: State-dict prefixes of training-only modules, left out of saved models.
 TRAINING_ONLY = ("phrase_head.",)
+#: errno values that mean "the disk (or the quota, or the file-size limit) is full".
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: A saved model that cannot be read: how to get a good one.
+_RESAVE = "re-save the model with save_pretrained (or re-download it), or point at the right folder"
 
 
 @dataclass
@@ -167,18 +175,32 @@ class SegmentationModel(nn.Module):
 
         ``include_frozen=False`` saves only what trains (a 7B model's frozen LLM, CLIP and SAM
         encoder then come from their own checkpoints, named in the preset, when loading).
+
+        Each file is written under a temporary name and renamed, and ``config.json`` (what marks
+        a folder as a saved model) comes last, so a save cut short (a full disk, a kill) never
+        leaves a folder that looks loadable. A failed write raises :class:`CheckpointError`.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         config = {"format": FORMAT, "version": FORMAT_VERSION, "complete": include_frozen,
                   "preset": self.preset.model_dump(mode="json")}
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
                  if (include_frozen or k in trainable) and not k.startswith(TRAINING_ONLY)}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
-        if hasattr(self.llm, "save_adapter"):
-            self.llm.save_adapter(str(directory / ADAPTER_DIR))
+        target = directory / WEIGHTS_FILE
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            write_atomically(target, lambda tmp: save_safetensors(state, tmp))
+            if hasattr(self.llm, "save_adapter"):
+                target = directory / ADAPTER_DIR
+                self.llm.save_adapter(str(target))
+            target = directory / CONFIG_FILE
+            write_atomically(target, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
+        except OSError as exc:
+            if exc.errno in DISK_FULL:
+                raise CheckpointError(f"disk full: cannot save the model to {directory} ({exc.strerror} while "
+                                      f"writing {target.name}); free space or save to another folder") from None
+            raise CheckpointError(f"cannot save the model to {directory}: {exc.strerror or exc} (writing "
+                                  f"{target.name}); check the folder is writable or save elsewhere") from None
         return directory
 
     @classmethod
@@ -196,11 +218,15 @@ class SegmentationModel(nn.Module):
     def load_weights(self, directory: str | os.PathLike) -> None:
         """Load ``model.safetensors`` from ``directory`` into the parts (strict)."""
         path = Path(directory) / WEIGHTS_FILE
-        if not path.is_file():
-            raise WeightsNotFoundError(f"no {WEIGHTS_FILE} in {directory}; it should be a directory "
-                                       "written by SegmentationModel.save_pretrained")
-        state = load_file(str(path))
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        if not os.path.lexists(path):
+            raise WeightsNotFoundError(f"no {WEIGHTS_FILE} in {directory}; point at a directory written by "
+                                       "SegmentationModel.save_pretrained (a run's final/), or re-save the model")
+        state = read_safetensors(path, "model weights")
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of the wrong shape: torch's message spans lines
+            raise ConfigError(f"weights in {path} do not fit preset {self.preset.name!r}: "
+                              f"{single_line(str(exc))}; point at a model saved with this preset") from None
         missing = [k for k in missing if not k.startswith(TRAINING_ONLY)]  # never saved
         if not _is_complete(directory):  # trainable-only save: the rest came from the base checkpoints
             missing = [k for k in missing if k in {n for n, p in self.named_parameters() if p.requires_grad}]
@@ -224,24 +250,87 @@ def _cacheable(cache: Any, part: Any) -> bool:
 def read_preset(directory: str | os.PathLike) -> Preset:
     """The preset stored in a saved model directory, with ``weights`` pointing at it."""
     path = Path(directory) / CONFIG_FILE
+    if not os.path.lexists(path):
+        raise WeightsNotFoundError(f"no {CONFIG_FILE} in {directory}; point at a directory written by "
+                                   "save_pretrained (it holds config.json and model.safetensors), or re-save "
+                                   "the model (a save cut short writes no config.json)")
+    text = read_text(path, "model config", error=CheckpointError)  # a FIFO, a directory, not UTF-8
     try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise WeightsNotFoundError(f"cannot read {path}: {exc}; expected a directory written by "
-                                   "save_pretrained") from None
+        config = json.loads(text)
+    except ValueError as exc:
+        raise CheckpointError(f"model config {path} is not valid JSON ({single_line(str(exc))}; truncated or "
+                              f"corrupted?); {_RESAVE}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"model config {path} is not a JSON object; {_RESAVE}")
     if config.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a pixelagent model (format {config.get('format')!r})")
+    if not isinstance(config.get("version", 0), int):
+        raise CheckpointError(f"model config {path} has a bad format version {config['version']!r}; {_RESAVE}")
     if config.get("version", 0) > FORMAT_VERSION:
         raise ConfigError(f"{path} was written by a newer pixelagent (format version "
                           f"{config['version']}); upgrade pixelagent to load it")
+    if not isinstance(config.get("preset"), dict):
+        raise CheckpointError(f"model config {path} has no preset; {_RESAVE}")
     return parse_preset({**config["preset"], "weights": str(directory)}, source=str(path))
 
 
 def _is_complete(directory: str | os.PathLike) -> bool:
     try:
-        return json.loads((Path(directory) / CONFIG_FILE).read_text()).get("complete", True)
+        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
     except (OSError, ValueError):
         return True
+    return config.get("complete", True) if isinstance(config, dict) else True
+
+
+# -- safe reading and writing of weight files (shared with the training checkpoints) ----------------
+def single_line(text: str, limit: int = 300) -> str:
+    """``text`` squeezed onto one line (library messages may span several) and cut at ``limit``."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """``safetensors.torch.save_file`` whose I/O failures are OSErrors with their errno.
+
+    safetensors raises its own SafetensorError, the OS error only as text ("I/O error: No
+    space left on device (os error 28)"); Rust's std formats every OS error that way, so the
+    errno is read back from it and a full disk can be told from other failures.
+    """
+    try:
+        save_file(tensors, os.fspath(path), metadata={"format": "pt"})
+    except SafetensorError as exc:
+        found = re.search(r"os error (\d+)", str(exc))
+        if found is None:
+            raise
+        code = int(found.group(1))
+        raise OSError(code, os.strerror(code), os.fspath(path)) from None
+
+
+def read_safetensors(path: str | os.PathLike, what: str = "weights file",
+                     fix: str = _RESAVE) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, or a one-line :class:`CheckpointError` naming it and ``fix``."""
+    check_regular_file(path, what, error=CheckpointError)
+    try:
+        return load_file(os.fspath(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{what} {os.fspath(path)} is not a readable safetensors file "
+                              f"({single_line(str(exc))}; truncated or corrupted?); {fix}") from None
+
+
+def write_atomically(path: Path, write) -> None:
+    """``write(tmp)`` into a temporary sibling of ``path``, then rename it into place.
+
+    Readers see the old file or the whole new one; a failed write leaves no partial file.
+    """
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as handle:  # on disk before the rename makes it visible
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_weights_into(parts: dict[str, Part], preset: Preset) -> None:

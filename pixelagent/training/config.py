@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pixelagent.errors import ConfigError
+from pixelagent.files import check_regular_file, read_text
 
 
 class _Strict(BaseModel):
@@ -141,8 +142,8 @@ def configs_dir() -> Path:
 def resolve_config_path(name_or_path: str | os.PathLike) -> Path:
     """A YAML path as given, else ``recipes/configs/<name>.yaml``."""
     path = Path(name_or_path)
-    if path.suffix in {".yaml", ".yml"} and path.is_file():
-        return path
+    if path.suffix in {".yaml", ".yml"} and os.path.lexists(path):
+        return check_regular_file(path, "config file")  # a FIFO or a folder: one line, never a hang
     candidate = configs_dir() / f"{name_or_path}.yaml"
     if candidate.is_file():
         return candidate
@@ -162,10 +163,14 @@ def shipped_configs() -> list[str]:
 def load_config(name_or_path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
     """Read, override and validate a config; ConfigError lists every problem at once."""
     path = resolve_config_path(name_or_path)
+    text = read_text(path, "config file")  # not UTF-8, too big: one line naming the file
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}") from None
+        raise ConfigError(f"cannot parse {path}: {' '.join(str(exc).split())}; fix the YAML") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} holds a YAML {type(data).__name__}, not a mapping of keys "
+                          "(preset: ..., output_dir: ..., data: ...)")
     for override in overrides:
         apply_override(data, override)
     return validate_config(data, str(path))

@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixelagent.errors import ConfigError
+from pixelagent.errors import CheckpointError, ConfigError
 from pixelagent.nn.losses import LossWeights
 from pixelagent.nn.model import SegmentationModel, SegSample
 from pixelagent.registry import get_registry
 from pixelagent.training import checkpoint as ckpt
 from pixelagent.training.config import TrainConfig
-from pixelagent.training.distributed import World, barrier, device_for, init_process_group, shutdown
+from pixelagent.training.distributed import World, device_for, init_process_group, shutdown
 from pixelagent.training.logging import MetricsLog
 
 
@@ -122,15 +122,24 @@ class Trainer:
         return self._finish(model)
 
     def _maybe_resume(self, resume: bool, model, optimizer, scheduler) -> int:
-        latest = ckpt.latest_checkpoint(self.output / "checkpoints")
+        root = self.output / "checkpoints"
+        report = ckpt.say if self.world.is_main else (lambda message: None)  # one copy of each line
+        if self.world.is_main:
+            ckpt.clean_stale(root, report)
         if not resume:
-            if latest is not None:
+            if ckpt.checkpoint_dirs(root):
                 raise ConfigError(f"{self.output} already has checkpoints; pass --resume to continue, "
                                   "or choose another output_dir")
             return 0
-        if latest is None:
+        found = ckpt.resume(root, model, optimizer, scheduler, rank=self.world.rank, report=report)
+        if found is None:
+            # Start over rather than refuse: --resume is what a restart script passes on every
+            # launch (a preempted job requeued, a supervisor's retry), and the first launch has
+            # nothing to resume yet; Lightning's ckpt_path="last" does the same. The line names
+            # the folder, so a mistyped output_dir does not go unnoticed.
+            report(f"no checkpoint under {root} to resume; starting from step 0")
             return 0
-        return ckpt.load_checkpoint(latest, model, optimizer, scheduler, rank=self.world.rank)
+        return found[1]
 
     def _wrap(self, model: SegmentationModel) -> torch.nn.Module:
         if not self.world.distributed:
@@ -210,17 +219,43 @@ class Trainer:
         if step % self.config.log.every == 0 or step == self.config.optim.max_steps:
             log.write(step, losses)
         if step % self.config.checkpoint.every == 0 and step < self.config.optim.max_steps:
-            root = self.output / "checkpoints"
-            if not self.world.is_main:
-                ckpt.stage_rank_rng(root, step, self.world.rank)
-            barrier(self.world)  # every rank's RNG state is on disk before rank 0 collects them
-            if self.world.is_main:
-                ckpt.save_checkpoint(root, step, model, optimizer, scheduler, self.config.checkpoint.keep,
-                                     world_size=self.world.size)
-            barrier(self.world)
+            self._checkpoint(step, model, optimizer, scheduler)
         validate = self.config.validate_
         if validate and self.config.data.val and step % validate.every == 0 and self.world.is_main:
             log.write(step, {"val_ciou": self.validate(model)})
+
+    def _checkpoint(self, step: int, model, optimizer, scheduler) -> None:
+        """Save the checkpoint of ``step``; a rank that fails makes every rank stop (none hangs)."""
+        root = self.output / "checkpoints"
+        error: CheckpointError | None = None
+        if not self.world.is_main:
+            try:
+                ckpt.stage_rank_rng(root, step, self.world.rank)
+            except CheckpointError as exc:
+                error = exc
+        # also the barrier: every rank's RNG state is on disk before rank 0 collects them
+        if self._any_rank_failed(error is not None):
+            if self.world.is_main:
+                ckpt.discard_staged(root, step, self.world.size)
+            raise error or CheckpointError(f"another rank could not stage its RNG state for checkpoint step "
+                                           f"{step} (its error says why); rerun with --resume once fixed")
+        if self.world.is_main:
+            try:
+                ckpt.save_checkpoint(root, step, model, optimizer, scheduler, self.config.checkpoint.keep,
+                                     world_size=self.world.size)
+            except CheckpointError as exc:
+                error = exc
+        if self._any_rank_failed(error is not None):
+            raise error or CheckpointError(f"rank 0 could not write checkpoint step {step} (its error says why); "
+                                           "rerun with --resume once fixed")
+
+    def _any_rank_failed(self, failed: bool) -> bool:
+        """Whether any rank failed (a collective, so a barrier too)."""
+        if not self.world.distributed:
+            return failed
+        flag = torch.tensor([float(failed)], device=self.device if self.device.startswith("cuda") else "cpu")
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def validate(self, model: SegmentationModel) -> float:
         """cIoU of the segmentation turns of the first ``validate.samples`` validation examples."""
@@ -230,9 +265,24 @@ class Trainer:
 
     def _finish(self, model: SegmentationModel) -> Path:
         final = self.output / "final"
-        self._write_rank_summary(model)
-        if self.world.is_main:
-            model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen)
-            (self.output / "config.json").write_text(json.dumps(self.config.model_dump(by_alias=True), indent=2))
-        barrier(self.world)
+        error: CheckpointError | None = None
+        try:
+            self._write_rank_summary(model)
+        except OSError as exc:
+            error = CheckpointError(f"cannot write {self.output / f'rank-{self.world.rank}.json'}: "
+                                    f"{exc.strerror or exc}; free space or check the folder is writable")
+        if self.world.is_main and error is None:
+            try:
+                model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen)
+                (self.output / "config.json").write_text(json.dumps(self.config.model_dump(by_alias=True), indent=2))
+            except OSError as exc:
+                error = CheckpointError(f"cannot write {self.output / 'config.json'}: {exc.strerror or exc} "
+                                        f"(the final model is saved in {final}); check the folder is writable")
+            except CheckpointError as exc:
+                latest = ckpt.latest_checkpoint(self.output / "checkpoints")
+                error = CheckpointError(f"{exc}; then rerun with --resume to redo the steps after "
+                                        f"{latest if latest else 'step 0'}")
+        if self._any_rank_failed(error is not None):  # also the barrier: the model is saved
+            raise error or CheckpointError(f"another rank could not finish writing {final} or its rank summary "
+                                           "(its error says why); fix it and rerun with --resume")
         return final
