@@ -49,7 +49,7 @@ class SegTokenAlignment(AlignmentStrategy, nn.Module):
         spans = self.spans(ids)
         if not spans:
             return []
-        embeddings = self.embed(generation.hidden_states, ids.to(generation.hidden_states.device))
+        embeddings = self.embed(generation.hidden_states, ids.cpu())  # positions are read on the CPU
         return [DecoderPrompt(phrase=self._phrase(ids, start, seg), embedding=embeddings[i])
                 for i, (start, seg) in enumerate(spans)]
 

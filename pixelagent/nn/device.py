@@ -29,6 +29,21 @@ def torch_device(name: str) -> torch.device:
 
 
 @contextlib.contextmanager
+def building_on(device: str, dtype: str) -> Iterator[None]:
+    """Construct modules directly on ``device`` in ``dtype``: a randomly initialised 7B model is
+    then never materialised as float32 on the CPU first (28 GB), and on the ``meta`` device it
+    takes no memory at all (what ``plan-memory`` builds). ``torch.set_default_dtype`` is
+    process-global: use this for random-init builds, not concurrently with other work."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch_dtype(dtype))
+    try:
+        with torch_device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+@contextlib.contextmanager
 def seeded_rng(seed: int) -> Iterator[None]:
     """Run a block with torch's CPU and CUDA generators seeded with ``seed``, then restore them.
 

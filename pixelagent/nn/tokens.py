@@ -40,7 +40,9 @@ def expand_visual(ids: torch.Tensor, labels: torch.Tensor, text_embeds: torch.Te
     """Replace the single ``placeholder_id`` in ``ids`` (T,) by the N rows of ``visual`` (N, d).
 
     ``text_embeds`` (T, d) are the embeddings of ``ids``; the result has length T + N - 1.
-    A sequence without a placeholder is returned unchanged (text-only samples).
+    A sequence without a placeholder is returned unchanged (text-only samples). ``ids`` and
+    ``labels`` may live on another device than the embeddings (the CPU, as the LLaVA backbone
+    keeps them); each keeps its own.
     """
     where = (ids == placeholder_id).nonzero().flatten()
     if len(where) == 0:

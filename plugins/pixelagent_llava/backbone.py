@@ -23,7 +23,7 @@ from transformers.utils import logging as hf_logging
 
 from pixelagent.errors import ConfigError, InputError, WeightsNotFoundError
 from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
-from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
+from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dtype
 from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
 from pixelagent.parts import Generation, LLMBackbone, LLMRequest
 from pixelagent_llava.settings import LlavaSettings
@@ -93,8 +93,10 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         return self.llava.get_input_embeddings()(ids)
 
     def _expand(self, ids: list[int], labels: list[int], visual: torch.Tensor | None) -> Expanded:
-        ids_t = torch.tensor(ids, device=self.llava.lm_head.weight.device)
-        labels_t = torch.tensor(labels, device=ids_t.device)
+        # ids and labels stay on the CPU: positions are bookkeeping, and reading them there costs
+        # no device sync (and works on the meta device, where plan-memory runs the model)
+        ids_t = torch.tensor(ids)
+        labels_t = torch.tensor(labels)
         embeds = self._embed(ids_t)
         if visual is None:
             return Expanded(embeds, ids_t, labels_t)
@@ -205,14 +207,28 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         rows = [self._expand(i, l, None if visual is None else visual[b])
                 for b, (i, l) in enumerate(zip(ids, labels))]
         embeds, tokens, targets, mask = _pad(rows, self.tokenizer.pad_token_id)
-        hidden = self.language_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        # No padding: no mask (what transformers would decide itself from an all-ones mask, but
+        # decided here on the CPU, without reading the device tensor)
+        attention = None if bool(mask.all()) else mask.to(embeds.device)
+        hidden = self.language_model(inputs_embeds=embeds, attention_mask=attention).last_hidden_state
         logits = self.llava.lm_head(hidden[:, :-1]).float()
         shifted = targets[:, 1:]
-        loss = (nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1),
-                                            ignore_index=-100)
-                if (shifted != -100).any() else logits.sum() * 0)
+        supervised = bool((shifted != -100).any())  # on the CPU
+        loss = (nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                            shifted.reshape(-1).to(logits.device), ignore_index=-100)
+                if supervised else logits.sum() * 0)
         return TrainOutput(loss=loss, hidden=align_to_tokens(hidden), ids=tokens,
                            lengths=[len(r.ids) for r in rows])
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each decoder layer in the backward pass instead of storing its activations
+        (transformers' gradient checkpointing, non-reentrant, so frozen inputs need no grad)."""
+        model = self.language_model
+        with _library_deprecations_silenced():
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     # -- LoRA ---------------------------------------------------------------------------------
     def merge_lora(self) -> None:
@@ -236,7 +252,8 @@ def _count(number: int, noun: str) -> str:
 
 
 def _pad(rows: list[Expanded], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-pad expanded rows to (B, L, d) embeds, (B, L) ids, labels and attention mask."""
+    """Right-pad expanded rows to (B, L, d) embeds (on their device), (B, L) ids, labels and
+    attention mask (on the CPU, like the rows' ids)."""
     length = max(len(r.ids) for r in rows)
     embeds = rows[0].embeds.new_zeros(len(rows), length, rows[0].embeds.shape[-1])
     ids = rows[0].ids.new_full((len(rows), length), pad_id)
@@ -253,14 +270,21 @@ def build_backbone(settings: LlavaSettings, device: str, dtype: str, vision_dim:
     """Load (or, tiny, create) the model, add the special tokens, apply LoRA, set the trainable split."""
     hf_logging.disable_progress_bar()
     with seeded_rng(settings.seed):
-        if settings.tiny and not _is_local_dir(settings.pretrained):
+        if settings.random_init and not settings.tiny:
+            # the checkpoint's vocabulary size is kept (the tiny tokenizer's ids fit in it), so
+            # memory and speed are those of the real model
             tokenizer = build_tiny_tokenizer()
-            llava = _tiny_llava(settings, len(tokenizer), vision_dim, tokenizer)
+            with building_on(device, dtype):
+                llava = _random_llava(settings.pretrained)
         else:
-            tokenizer = load_tokenizer(settings.pretrained, SETTING)
-            llava = _load_llava(settings.pretrained, torch_dtype(dtype))
-        with _library_deprecations_silenced():
-            llava.resize_token_embeddings(len(tokenizer))
+            if settings.tiny and not _is_local_dir(settings.pretrained):
+                tokenizer = build_tiny_tokenizer()
+                llava = _tiny_llava(settings, len(tokenizer), vision_dim, tokenizer)
+            else:
+                tokenizer = load_tokenizer(settings.pretrained, SETTING)
+                llava = _load_llava(settings.pretrained, torch_dtype(dtype))
+            with _library_deprecations_silenced():
+                llava.resize_token_embeddings(len(tokenizer))
     _drop_vision_tower(llava)
     if llava.config.vision_config.hidden_size != vision_dim:
         raise ConfigError(
@@ -298,6 +322,18 @@ def _tiny_llava(settings: LlavaSettings, vocab: int, vision_dim: int, tokenizer)
     config = LlavaNextConfig(text_config=text, vision_config=vision, image_grid_pinpoints=[[16, 16]],
                              image_token_index=tokenizer.convert_tokens_to_ids("<image>"))
     return LlavaNextForConditionalGeneration(config)
+
+
+def _random_llava(source: str | None) -> LlavaNextForConditionalGeneration:
+    """``source``'s architecture with random weights (built where ``building_on`` says)."""
+    from pixelagent.nn.architectures import LLAVA_NEXT, architecture
+
+    config = architecture(LLAVA_NEXT, source, SETTING)
+    text, vision = config.pop("text_config"), config.pop("vision_config")
+    vision.pop("model_type", None)
+    return LlavaNextForConditionalGeneration(LlavaNextConfig(
+        text_config=LlamaConfig(**{k: v for k, v in text.items() if k != "model_type"}),
+        vision_config=dict(model_type="clip_vision_model", **vision), **config))
 
 
 def _load_llava(source: str | None, dtype: torch.dtype) -> LlavaNextForConditionalGeneration:

@@ -22,7 +22,7 @@ from pixelagent.nn.clip import (
     resize_pixels,
     tiny_source,
 )
-from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
+from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import VisualEncoder
 from pixelagent_llava.settings import ClipEncoderSettings
 
@@ -52,7 +52,12 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         """Load (or, tiny, randomly initialise) CLIP and move it to ``device`` / ``dtype``."""
         settings = _settings(settings)
         source = tiny_source(settings.pretrained, SETTING) if settings.tiny else settings.pretrained
-        if source is not None:
+        if settings.random_init and not settings.tiny:
+            from pixelagent.nn.architectures import CLIP_VISION, architecture
+
+            with seeded_rng(settings.seed), building_on(device, dtype):
+                clip = build_clip_vision(None, architecture(CLIP_VISION, source, SETTING), setting_name=SETTING)
+        elif source is not None:
             clip = build_clip_vision(source, None, setting_name=SETTING)
         else:
             if not settings.tiny:

@@ -25,6 +25,10 @@ class LlavaSettings(BaseModel):
         pretrained: local directory or hub id of an HF LLaVA-NeXT checkpoint
             (``llava-hf/llava-v1.6-vicuna-7b-hf``); ignored when ``tiny`` unless it is a directory.
         tiny: build a small random-initialised model (CPU tests, the shipped miras-tiny).
+        random_init: build ``pretrained``'s full architecture with random weights, from its
+            built-in config (:mod:`pixelagent.nn.architectures`) or a local directory's
+            ``config.json``, with the tiny tokenizer: nothing is downloaded. For GPU benchmarks
+            and memory plans only; the answers are meaningless.
         tiny_config: LlamaConfig overrides for the tiny model (hidden_size, num_hidden_layers, ...).
         max_new_tokens: generation stops there if no ``</s>`` came first.
         context_window: the most positions (visual tokens, prompt and answer together) the
@@ -44,6 +48,7 @@ class LlavaSettings(BaseModel):
 
     pretrained: Optional[str] = "llava-hf/llava-v1.6-vicuna-7b-hf"
     tiny: bool = False
+    random_init: bool = False
     tiny_config: dict[str, Any] = {}
     max_new_tokens: int = Field(256, ge=1)
     context_window: Optional[int] = Field(None, ge=16)
@@ -59,6 +64,8 @@ class ClipEncoderSettings(BaseModel):
         pretrained: local checkpoint directory or hub id. With ``tiny`` it is used only if it
             is a local directory (a tiny checkpoint saved with ``save_pretrained``).
         tiny: a random-init tiny CLIP (64 px, 64 tokens of 64-d) for CPU tests.
+        random_init: ``pretrained``'s full architecture with random weights (no download;
+            see :mod:`pixelagent.nn.architectures`), for benchmarks and memory plans.
         image_size: input side in pixels; must match the checkpoint (no position-embedding
             interpolation). Left unset with ``tiny``, the tiny model's 64 px is used.
         train_backbone: train the tower too (frozen by default, as in LISA). For tiny models
@@ -70,6 +77,7 @@ class ClipEncoderSettings(BaseModel):
 
     pretrained: Optional[str] = "openai/clip-vit-large-patch14-336"
     tiny: bool = False
+    random_init: bool = False
     image_size: int = Field(336, gt=0)
     train_backbone: bool = False
     seed: int = 0

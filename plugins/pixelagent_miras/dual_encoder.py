@@ -12,6 +12,7 @@ too, for tiny models trained from scratch).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ from pixelagent.nn.clip import (
     resize_pixels,
     tiny_source,
 )
-from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
+from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import VisualEncoder
 from pixelagent_miras.settings import DualEncoderSettings
 
@@ -127,9 +128,7 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
     @classmethod
     def build(cls, settings: DualEncoderSettings | dict, device: str,
               dtype: str) -> DualVisualEncoder:
-        """Load (or, tiny, randomly initialise) both backbones, add a seeded fusion, move it all."""
-        from transformers import ConvNextConfig, ConvNextModel
-
+        """Load (or, tiny / random_init, randomly initialise) both backbones, add a seeded fusion, move it all."""
         s = _settings(settings)
         given = s.model_fields_set
         clip_src = _source(s.clip, s.tiny, "clip")
@@ -137,17 +136,12 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
         # tiny: the sizes the user left unset take the tiny values instead of the real defaults
         hr_size = TINY_HR_IMAGE_SIZE if s.tiny and "hr_image_size" not in given else s.hr_image_size
         heads = TINY_FUSION_HEADS if s.tiny and "fusion_heads" not in given else s.fusion_heads
+        random = s.random_init and not s.tiny
         # One seeded, forked RNG for every random init: reproducible, and the caller's RNG stays put.
-        with seeded_rng(s.seed):
-            clip = build_clip_vision(clip_src, None if clip_src else TINY_CLIP_CONFIG,
-                                     setting_name=PREFIX + "clip")
-            if convnext_src is not None:
-                # Fully convolutional: a checkpoint trained at 224 px (the facebook one) runs at
-                # 768 px as is. An OpenCLIP ConvNeXt-L (MIRAS / Mini-Gemini) must be converted to
-                # the HF ConvNextModel layout first; from_pretrained cannot read open_clip files.
-                convnext = load_pretrained(ConvNextModel, convnext_src, PREFIX + "convnext")
-            else:
-                convnext = ConvNextModel(ConvNextConfig(**TINY_CONVNEXT_CONFIG)).eval()
+        with seeded_rng(s.seed), (building_on(device, dtype) if random else contextlib.nullcontext()):
+            clip, convnext = (_random_backbones(s) if random else
+                              (build_clip_vision(clip_src, None if clip_src else TINY_CLIP_CONFIG,
+                                                 setting_name=PREFIX + "clip"), _convnext(convnext_src)))
             encoder = cls(
                 clip,
                 convnext,
@@ -228,6 +222,28 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
         """One RGB uint8 image (H, W, 3) → (N, C_vis), for a session (computed once per image)."""
         with torch.no_grad():
             return self.encode_batch([image])[0]
+
+
+def _convnext(source: str | None) -> nn.Module:
+    """The ConvNeXt checkpoint, or the tiny random one (``source`` None)."""
+    from transformers import ConvNextConfig, ConvNextModel
+
+    if source is None:
+        return ConvNextModel(ConvNextConfig(**TINY_CONVNEXT_CONFIG)).eval()
+    # Fully convolutional: a checkpoint trained at 224 px (the facebook one) runs at 768 px as
+    # is. An OpenCLIP ConvNeXt-L (MIRAS / Mini-Gemini) must be converted to the HF
+    # ConvNextModel layout first; from_pretrained cannot read open_clip files.
+    return load_pretrained(ConvNextModel, source, PREFIX + "convnext")
+
+
+def _random_backbones(s: DualEncoderSettings) -> tuple[nn.Module, nn.Module]:
+    """CLIP and ConvNeXt with their checkpoints' architectures and random weights."""
+    from transformers import ConvNextConfig, ConvNextModel
+
+    from pixelagent.nn.architectures import CLIP_VISION, CONVNEXT, architecture
+
+    clip = build_clip_vision(None, architecture(CLIP_VISION, s.clip, PREFIX + "clip"))
+    return clip, ConvNextModel(ConvNextConfig(**architecture(CONVNEXT, s.convnext, PREFIX + "convnext"))).eval()
 
 
 def _source(pretrained: str | None, tiny: bool, name: str) -> str | None:

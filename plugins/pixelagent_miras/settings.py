@@ -25,6 +25,8 @@ class DualEncoderSettings(BaseModel):
         tiny: random-init tiny backbones for CPU tests (a local directory in ``clip`` /
             ``convnext`` is still loaded). Sizes and heads left unset then take the tiny
             values: CLIP 64 px, X_H 256 px, 2 heads.
+        random_init: both backbones with their checkpoints' architectures and random weights
+            (no download; :mod:`pixelagent.nn.architectures`), for benchmarks and memory plans.
         train_backbone: train CLIP and ConvNeXt too (frozen by default, as in MIRAS). For tiny
             models trained from scratch; the frozen-feature cache then skips this part.
         seed: seed of every random init (tiny backbones and the fusion module).
@@ -40,6 +42,7 @@ class DualEncoderSettings(BaseModel):
     convnext_normalization: Literal["imagenet", "clip"] = "imagenet"
     fusion_heads: int = Field(16, ge=1)
     tiny: bool = False
+    random_init: bool = False
     train_backbone: bool = False
     seed: int = 0
 

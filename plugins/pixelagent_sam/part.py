@@ -13,6 +13,7 @@ Training (gradients through the mask decoder and into the prompt embeddings)::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ import torch
 from torch import nn
 
 from pixelagent.errors import InputError, PartError, WeightsNotFoundError
-from pixelagent.nn.device import seeded_rng, torch_device, torch_dtype
+from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dtype
 from pixelagent.parts import DecoderPrompt, MaskDecoder, MaskPrediction
 
 from .checkpoint import missing_weights_message
@@ -287,7 +288,10 @@ def build_sam_decoder(settings: SamSettings | dict[str, Any], context: Any) -> S
     """The registry's builder: a :class:`SamMaskDecoder` in eval mode on the preset's device/dtype."""
     if not isinstance(settings, SamSettings):
         settings = SamSettings.model_validate(settings)
-    sam = sam_from_settings(settings)
+    # a random full-size SAM is built where it will run (no float32 CPU copy; nothing on meta)
+    random = settings.random_init and settings.checkpoint is None
+    with building_on(context.device, context.dtype) if random else contextlib.nullcontext():
+        sam = sam_from_settings(settings)
     with seeded_rng(settings.seed):  # the gate's init is seeded too, the caller's RNG untouched
         decoder = SamMaskDecoder(sam, train_image_encoder=settings.train_image_encoder,
                                  prompt_gate=settings.prompt_gate)
