@@ -122,4 +122,9 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
         from pixelagent.nn.model import read_preset
 
         return read_preset(preset)
+    if Path(preset).is_dir():
+        from pixelagent.errors import WeightsNotFoundError
+
+        raise WeightsNotFoundError(f"{preset} is a folder without config.json, so not a saved model; point at a "
+                                   "directory written by save_pretrained (a training run's final/), or name a preset")
     return (registry or get_registry()).preset(str(preset)).preset

@@ -170,11 +170,14 @@ class SegmentationModel(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     # -- persistence ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike, include_frozen: bool = True) -> Path:
+    def save_pretrained(self, directory: str | os.PathLike, include_frozen: bool = True,
+                        state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``config.json`` (the preset), ``model.safetensors`` and the LoRA ``adapter/``.
 
         ``include_frozen=False`` saves only what trains (a 7B model's frozen LLM, CLIP and SAM
         encoder then come from their own checkpoints, named in the preset, when loading).
+        ``state`` is the full state dict when the caller gathered it (a model sharded by FSDP,
+        whose own ``state_dict()`` holds shards); by default it is ``self.state_dict()``.
 
         Each file is written under a temporary name and renamed, and ``config.json`` (what marks
         a folder as a saved model) comes last, so a save cut short (a full disk, a kill) never
@@ -184,7 +187,9 @@ class SegmentationModel(nn.Module):
         config = {"format": FORMAT, "version": FORMAT_VERSION, "complete": include_frozen,
                   "preset": self.preset.model_dump(mode="json")}
         trainable = {n for n, p in self.named_parameters() if p.requires_grad}
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()
+        gathered = state
+        full = self.state_dict() if gathered is None else gathered
+        state = {k: v.detach().contiguous().cpu() for k, v in full.items()
                  if (include_frozen or k in trainable) and not k.startswith(TRAINING_ONLY)}
         target = directory / WEIGHTS_FILE
         try:
@@ -192,7 +197,8 @@ class SegmentationModel(nn.Module):
             write_atomically(target, lambda tmp: save_safetensors(state, tmp))
             if hasattr(self.llm, "save_adapter"):
                 target = directory / ADAPTER_DIR
-                self.llm.save_adapter(str(target))
+                self.llm.save_adapter(str(target), state=None if gathered is None else
+                                      {k[len("llm."):]: v for k, v in gathered.items() if k.startswith("llm.")})
             target = directory / CONFIG_FILE
             write_atomically(target, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
         except OSError as exc:

@@ -186,10 +186,15 @@ def discard_staged(root: Path, step: int, world_size: int) -> None:
 
 
 def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, scheduler, keep: int,
-                    extra: dict[str, Any] | None = None, world_size: int = 1) -> Path:
+                    extra: dict[str, Any] | None = None, world_size: int = 1,
+                    weights: dict[str, torch.Tensor] | None = None, optimizer_state: dict[str, Any] | None = None,
+                    scaler: Any = None) -> Path:
     """Write ``root/step-XXXXXXXX`` atomically and drop all but the newest ``keep``.
 
     With ``world_size > 1`` the other ranks must have called :func:`stage_rank_rng` for this step.
+    ``weights`` and ``optimizer_state`` are the full trainable weights and the optimiser state
+    when the caller gathered them (a sharded strategy); by default they are read off ``model``
+    and ``optimizer``. ``scaler`` (fp16 loss scaling) is saved with them when given.
     A failed write removes the temporary folder (and the staged RNG files) and raises
     :class:`CheckpointError`; the checkpoints already there are left as they were.
     """
@@ -203,11 +208,14 @@ def save_checkpoint(root: Path, step: int, model: torch.nn.Module, optimizer, sc
             current = tmp / rank_rng_file(rank)
             os.replace(_staged_rng(root, step, rank), current)
         current = tmp / WEIGHTS_FILE
-        save_safetensors(trainable_state(model), current)
+        save_safetensors(trainable_state(model) if weights is None else weights, current)
         _fsync(current)
         current = tmp / STATE_FILE
-        _save_torch({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                     "rng": rng_state()}, current)
+        state = {"optimizer": optimizer.state_dict() if optimizer_state is None else optimizer_state,
+                 "scheduler": scheduler.state_dict(), "rng": rng_state()}
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
+        _save_torch(state, current)
         files = {p.name: _record(p) for p in sorted(tmp.iterdir())}
         current = tmp / META_FILE  # last: a checkpoint without it was never finished
         _save_bytes(json.dumps({"step": step, **(extra or {}), "files": files}).encode(), current)
@@ -315,21 +323,31 @@ def _read(path: Path, rank: int) -> tuple[int, dict[str, torch.Tensor], dict[str
     return meta["step"], weights, state, rng
 
 
-def _apply(path: Path, loaded, model: torch.nn.Module, optimizer, scheduler) -> int:
+def _apply(path: Path, loaded, model: torch.nn.Module, optimizer, scheduler, load: Loader | None = None,
+           scaler: Any = None) -> int:
     step, weights, state, rng = loaded
     expected = {n for n, p in model.named_parameters() if p.requires_grad}
     if set(weights) != expected:
         raise ConfigError(f"checkpoint {path} does not fit this model: {len(set(weights) ^ expected)} "
                           "trainable tensors differ; was it written with another config?")
     try:
-        model.load_state_dict(weights, strict=False)
-        optimizer.load_state_dict(state["optimizer"])
+        if load is None:
+            model.load_state_dict(weights, strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+        else:
+            load(weights, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ConfigError(f"checkpoint {path} does not fit this model ({single_line(str(exc), 200)}); "
                           "was it written with another config?") from None
     set_rng_state(rng)
     return step
+
+
+#: Restores full trainable weights and the optimiser state into a (possibly sharded) model.
+Loader = Callable[[dict[str, torch.Tensor], dict[str, Any]], None]
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> int:
@@ -347,7 +365,8 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer, scheduler, ra
 
 
 def resume(root: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0,
-           report: Callable[[str], None] = say) -> tuple[Path, int] | None:
+           report: Callable[[str], None] = say, load: Loader | None = None,
+           scaler: Any = None) -> tuple[Path, int] | None:
     """Load the newest intact checkpoint under ``root``; returns it and its step, None if none exists.
 
     Damaged checkpoints are skipped, each with a warning through ``report``; when every one is
@@ -363,7 +382,7 @@ def resume(root: Path, model: torch.nn.Module, optimizer, scheduler, rank: int =
             report(f"warning: skipping damaged checkpoint {path}: {exc}")
             skipped.append(f"{path.name} ({exc})")
             continue
-        step = _apply(path, loaded, model, optimizer, scheduler)
+        step = _apply(path, loaded, model, optimizer, scheduler, load, scaler)
         note = f", the newest intact one ({len(skipped)} newer damaged checkpoint(s) skipped)" if skipped else ""
         report(f"resuming from checkpoint {path} (step {step}){note}")
         return path, step

@@ -33,6 +33,9 @@ class OptimConfig(_Strict):
     grad_clip: float = Field(1.0, gt=0)
     batch_size: int = Field(16, ge=1, description="global batch: samples per optimiser step")
     micro_batch_size: int = Field(2, ge=1, description="samples per device per forward")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each LLM decoder layer in the backward pass instead of storing "
+        "its activations (about a tenth of the activation memory of a 7B LLM, ~30 % more compute)")
 
 
 class LossConfig(_Strict):
@@ -96,13 +99,16 @@ class ValidateConfig(_Strict):
 
 
 class DistributedConfig(_Strict):
-    """Multi-process training under torchrun with PyTorch DDP (gloo on CPU, nccl on CUDA).
+    """Multi-process training under torchrun (gloo on CPU, nccl on CUDA).
 
-    With LoRA the trainable state of a 7B model is small, so plain data parallelism fits an
-    80 GB GPU; the paper's DeepSpeed ZeRO-2 is not wired in.
+    ``strategy``: ``ddp`` (PyTorch DDP: the whole model, its gradients and optimiser state on
+    every GPU), ``zero2`` (PyTorch FSDP2 sharding the trainable weights' fp32 master copy, their
+    gradients and AdamW's state: DeepSpeed ZeRO-2's saving, as the paper trains) or ``zero3``
+    (FSDP2 sharding every weight too). See :mod:`pixelagent.training.strategy`; ``pixelagent
+    recipe plan-memory`` says what each needs per GPU.
     """
 
-    strategy: Literal["ddp"] = "ddp"
+    strategy: Literal["ddp", "zero2", "zero3"] = "ddp"
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
 
@@ -119,7 +125,9 @@ class TrainConfig(_Strict):
     output_dir: str
     seed: int = 0
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16-mixed", "fp16-mixed", "bf16-pure", "bf16"] = Field(
+        "auto", description="auto: bf16-mixed on CUDA, fp32 elsewhere; bf16 means bf16-mixed "
+        "(see pixelagent.training.precision)")
     data: DataConfig
     optim: OptimConfig = OptimConfig()
     loss: LossConfig = LossConfig()

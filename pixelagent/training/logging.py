@@ -122,7 +122,11 @@ def _progress_line(row: dict) -> str:
 def _progress_bar(total: int, start: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    from rich.console import Console
+
+    # stderr: stdout carries only a command's output (a recipe's --json, say)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True))
     return bar, bar.add_task("training", total=total, completed=start)
 
 

@@ -8,10 +8,8 @@ accumulation. Checkpoints keep the trainable weights, optimiser, scheduler and R
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -27,6 +25,8 @@ from pixelagent.training import checkpoint as ckpt
 from pixelagent.training.config import TrainConfig
 from pixelagent.training.distributed import World, device_for, init_process_group, shutdown
 from pixelagent.training.logging import MetricsLog
+from pixelagent.training import precision as amp
+from pixelagent.training.strategy import make_strategy
 
 
 def warmup_linear(warmup: int, total: int):
@@ -48,6 +48,8 @@ class Trainer:
         self.output = Path(config.output_dir)
         self._drawn: list[int] = []  # samples this rank drew, per step run
         self._check_batch()
+        self.precision = amp.resolve(config.precision, self.device)
+        self.strategy = make_strategy(config.distributed.strategy, self.world, self.device, self.precision)
 
     # -- setup ----------------------------------------------------------------------------------
     def _check_batch(self) -> None:
@@ -69,7 +71,14 @@ class Trainer:
             from pixelagent.presets import load_preset_file
             preset = load_preset_file(self.config.preset)
         preset = preset.with_overrides(**self.config.preset_overrides, device=self.device)
-        model = SegmentationModel(registry.build(preset), preset, LossWeights(**self.config.loss.model_dump()))
+        # built in the precision's storage dtype (frozen weights stay there), saved with the preset's own
+        built = preset.with_overrides(dtype=self.precision.storage)
+        model = SegmentationModel(registry.build(built), preset, LossWeights(**self.config.loss.model_dump()))
+        amp.prepare(model, self.precision)  # fp32 master weights, before stage 1's are loaded into them
+        if self.config.optim.gradient_checkpointing:
+            if not hasattr(model.llm, "enable_gradient_checkpointing"):
+                raise ConfigError(f"optim.gradient_checkpointing: the {preset.llm.name} backbone has none; set it false")
+            model.llm.enable_gradient_checkpointing()
         if self.config.init_from:
             model.load_weights(self.config.init_from)  # all of stage 1: LoRA, projection, alignment, decoder
         if self.config.feature_cache:
@@ -105,12 +114,15 @@ class Trainer:
         self._seed()
         model = self.build_model()
         sources, sampler = self.build_data()
-        optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=self.config.optim.lr,
-                                      betas=self.config.optim.betas, weight_decay=self.config.optim.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, warmup_linear(self.config.optim.warmup_steps, self.config.optim.max_steps))
+        # sharding replaces the parameters, so the optimiser must come after it; DDP wraps last
+        engine = self.strategy.wrap(model) if self.strategy.sharded else None
+        optim = self.config.optim
+        optimizer = amp.adamw(model.trainable_parameters(), self.device, lr=optim.lr, betas=optim.betas,
+                              weight_decay=optim.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(optim.warmup_steps, optim.max_steps))
+        self.scaler = amp.grad_scaler(self.precision, self.device)
         start = self._maybe_resume(resume, model, optimizer, scheduler)
-        engine = self._wrap(model)
+        engine = engine or self.strategy.wrap(model)
         log = MetricsLog(self.output, self.world.is_main, self.config.log.tensorboard,
                          self.config.optim.max_steps, start)
         model.train()
@@ -131,7 +143,9 @@ class Trainer:
                 raise ConfigError(f"{self.output} already has checkpoints; pass --resume to continue, "
                                   "or choose another output_dir")
             return 0
-        found = ckpt.resume(root, model, optimizer, scheduler, rank=self.world.rank, report=report)
+        found = ckpt.resume(root, model, optimizer, scheduler, rank=self.world.rank, report=report,
+                            load=lambda weights, state: self.strategy.load(model, optimizer, weights, state),
+                            scaler=self.scaler)
         if found is None:
             # Start over rather than refuse: --resume is what a restart script passes on every
             # launch (a preempted job requeued, a supervisor's retry), and the first launch has
@@ -140,14 +154,6 @@ class Trainer:
             report(f"no checkpoint under {root} to resume; starting from step 0")
             return 0
         return found[1]
-
-    def _wrap(self, model: SegmentationModel) -> torch.nn.Module:
-        if not self.world.distributed:
-            return model
-        device_ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
-        # SAM's IoU head gets no gradient from eq. 8, hence find_unused_parameters
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids,
-                                                         find_unused_parameters=True)
 
     def rank_batch(self, sampler, step: int) -> list[tuple[str, int]]:
         """This rank's share of the global batch of ``step`` (draws rank, rank + world, ...)."""
@@ -163,27 +169,36 @@ class Trainer:
         optimizer.zero_grad(set_to_none=True)
         for index, chunk in enumerate(chunks):
             samples = [self._sample(sources[name][i]) for name, i in chunk]
-            sync = index == len(chunks) - 1 or not self.world.distributed
-            with (contextlib.nullcontext() if sync else engine.no_sync()), self._autocast():
+            sync = index == len(chunks) - 1
+            with self.strategy.accumulating(engine, sync), amp.autocast(self.precision, self.device):
                 out = engine(samples)
-                (out.loss / len(chunks)).backward()
+                loss = out.loss / len(chunks)
+                (loss if self.scaler is None else self.scaler.scale(loss)).backward()
             if out.phrase_loss is not None:
                 totals.setdefault("phrase_loss", 0.0)
             for key in totals:
                 totals[key] += getattr(out, key).detach().item() / len(chunks)
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)  # clip the true gradients
         torch.nn.utils.clip_grad_norm_([p for p in engine.parameters() if p.requires_grad],
                                        self.config.optim.grad_clip)
-        optimizer.step()
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)  # skipped when the scaled gradients overflowed
+            self.scaler.update()
         scheduler.step()
         totals = self._mean_over_ranks(totals)
         totals["lr"] = scheduler.get_last_lr()[0]
         totals["samples"] = self.config.optim.batch_size
+        if self.device.startswith("cuda"):
+            totals["gpu_peak_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return totals
 
     def _write_rank_summary(self, model: SegmentationModel) -> None:
         """``rank-N.json``: what this rank trained on and a digest of its weights (ranks must agree)."""
         digest = hashlib.sha256()
-        for name, tensor in sorted(ckpt.trainable_state(model).items()):
+        for name, tensor in sorted(self.strategy.trainable_state(model).items()):
             digest.update(name.encode())
             digest.update(tensor.float().numpy().tobytes())
         self.output.mkdir(parents=True, exist_ok=True)
@@ -201,12 +216,6 @@ class Trainer:
         torch.distributed.all_reduce(tensor)
         return dict(zip(values, (tensor / self.world.size).tolist()))
 
-    def _autocast(self):
-        precision = self.config.precision
-        if precision == "bf16" or (precision == "auto" and self.device.startswith("cuda")):
-            return torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     @staticmethod
     def _sample(example) -> SegSample:
         pixels = example.load_image()
@@ -221,8 +230,12 @@ class Trainer:
         if step % self.config.checkpoint.every == 0 and step < self.config.optim.max_steps:
             self._checkpoint(step, model, optimizer, scheduler)
         validate = self.config.validate_
-        if validate and self.config.data.val and step % validate.every == 0 and self.world.is_main:
-            log.write(step, {"val_ciou": self.validate(model)})
+        # sharded, every rank takes part (each layer gathers its weights from all of them)
+        if validate and self.config.data.val and step % validate.every == 0 and (
+                self.world.is_main or self.strategy.sharded):
+            ciou = self.validate(model)
+            if self.world.is_main:
+                log.write(step, {"val_ciou": ciou})
 
     def _checkpoint(self, step: int, model, optimizer, scheduler) -> None:
         """Save the checkpoint of ``step``; a rank that fails makes every rank stop (none hangs)."""
@@ -239,10 +252,14 @@ class Trainer:
                 ckpt.discard_staged(root, step, self.world.size)
             raise error or CheckpointError(f"another rank could not stage its RNG state for checkpoint step "
                                            f"{step} (its error says why); rerun with --resume once fixed")
+        # gathered by every rank when sharded; by name, so any strategy can resume it
+        weights = self.strategy.trainable_state(model)
+        optimizer_state = self.strategy.optimizer_state(model, optimizer)
         if self.world.is_main:
             try:
                 ckpt.save_checkpoint(root, step, model, optimizer, scheduler, self.config.checkpoint.keep,
-                                     world_size=self.world.size)
+                                     world_size=self.world.size, weights=weights,
+                                     optimizer_state=optimizer_state, scaler=self.scaler)
             except CheckpointError as exc:
                 error = exc
         if self._any_rank_failed(error is not None):
@@ -261,7 +278,13 @@ class Trainer:
         """cIoU of the segmentation turns of the first ``validate.samples`` validation examples."""
         from pixelagent.training.validation import validation_ciou
 
-        return validation_ciou(model, self.config.data.val, self.config.validate_.samples)
+        if not self.strategy.sharded:
+            return validation_ciou(model, self.config.data.val, self.config.validate_.samples)
+        model.unshard()  # the parts are called directly, not through the sharded root's forward
+        try:
+            return validation_ciou(model, self.config.data.val, self.config.validate_.samples)
+        finally:
+            model.reshard()
 
     def _finish(self, model: SegmentationModel) -> Path:
         final = self.output / "final"
@@ -271,9 +294,10 @@ class Trainer:
         except OSError as exc:
             error = CheckpointError(f"cannot write {self.output / f'rank-{self.world.rank}.json'}: "
                                     f"{exc.strerror or exc}; free space or check the folder is writable")
+        full = self.strategy.full_state(model) if self.strategy.sharded else None  # a collective: every rank
         if self.world.is_main and error is None:
             try:
-                model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen)
+                model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen, state=full)
                 (self.output / "config.json").write_text(json.dumps(self.config.model_dump(by_alias=True), indent=2))
             except OSError as exc:
                 error = CheckpointError(f"cannot write {self.output / 'config.json'}: {exc.strerror or exc} "

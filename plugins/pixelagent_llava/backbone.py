@@ -239,12 +239,16 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             self.llava.model.language_model = self.language_model.merge_and_unload()
             self.settings = self.settings.model_copy(update={"lora": self.settings.lora.model_copy(update={"r": 0})})
 
-    def save_adapter(self, directory: str) -> None:
-        """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors)."""
+    def save_adapter(self, directory: str, state: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors).
+
+        ``state``: this backbone's full state dict when the caller gathered it (FSDP shards)."""
         from peft import PeftModel
 
         if isinstance(self.language_model, PeftModel):
-            self.language_model.save_pretrained(directory)
+            prefix = "llava.model.language_model."
+            own = None if state is None else {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            self.language_model.save_pretrained(directory, **({} if own is None else {"state_dict": own}))
 
 
 def _count(number: int, noun: str) -> str:
