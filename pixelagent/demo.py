@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,8 +25,6 @@ from pixelagent.mask import Mask
 #: Seed of the demo scenes: the shipped model was trained on seeds 0-2 (see its model card).
 DEMO_SEED = 2026
 DEMO_SIZE = 256
-#: Overlay colour per turn (the dialogue's steps stay apart in the PNGs).
-TURN_COLOURS = ((255, 64, 64), (64, 160, 255), (255, 200, 0), (80, 220, 120), (220, 80, 255))
 
 
 @dataclass
@@ -80,6 +79,16 @@ def demo_scenes(count: int = 3) -> list[DemoScene]:
     return scenes
 
 
+def text_reading(answer: str, reference: str) -> dict | None:
+    """The quoted word of a text target (``the title 'JAZZ' on ...``) in the answer against the
+    reference: ``{"said", "truth", "correct"}``, or None when the reference quotes no word."""
+    truth = re.findall(r"'([^']+)'", reference)
+    if not truth:
+        return None
+    said = re.findall(r"'([^']+)'", answer)
+    return {"said": said[0] if said else None, "truth": truth[0], "correct": bool(said) and said[0] == truth[0]}
+
+
 def iou(predicted: Mask | None, truth: np.ndarray) -> float:
     """IoU of a reply's mask with the (non-empty) true mask; 0 when the reply has no mask."""
     return 0.0 if predicted is None else predicted.iou(Mask(truth))
@@ -103,6 +112,8 @@ def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
     firsts = [s["time_to_first_mask_s"] for s in report["scenes"] if s["time_to_first_mask_s"] is not None]
     ious = [t["iou"] for s in report["scenes"] for t in s["turns"]]
     report["mean_iou"] = round(float(np.mean(ious)), 4) if ious else 0.0
+    readings = [t["text_reading"] for s in report["scenes"] for t in s["turns"] if t["text_reading"]]
+    report["text_readings"] = {"asked": len(readings), "correct": sum(r["correct"] for r in readings)}
     report["time_to_first_mask_s"] = round(float(np.median(firsts)), 3) if firsts else None
     if load_s is not None:
         report.update(load_s=round(load_s, 3), total_s=round(load_s + time.perf_counter() - started, 3))
@@ -129,7 +140,8 @@ def _run_scene(agent: Any, scene: DemoScene, out: Path, echo: Callable[[str], No
         overlay = None
         if reply.mask is not None:
             overlay = f"{scene.name}-turn-{number}.png"
-            reply.mask.overlay(scene.image, color=TURN_COLOURS[(number - 1) % len(TURN_COLOURS)]).save(out / overlay)
+            reply.overlay(scene.image).save(out / overlay)
+        reading = text_reading(reply.text, phrase)
         echo(f"  you:   {request}")
         echo(f"  agent: {reply.text}")
         if focus is not None:
@@ -137,12 +149,14 @@ def _run_scene(agent: Any, scene: DemoScene, out: Path, echo: Callable[[str], No
                  f"({reply.mask.area} px, IoU with the truth {score:.2f})")
         else:
             echo(f"         → no mask ({reply.reason or 'no [SEG] in the answer'})")
+        echo(f"         truth: {phrase!r}" + ("" if reading is None or reading["correct"] else
+                                              f"  ✗ the model read {reading['said']!r}, the image says {reading['truth']!r}"))
         turns.append({"turn": number, "request": request, "reply": reply.text, "reference": phrase,
                       "phrases": reply.phrases, "relation": focus.relation.value if focus else None,
                       "granularity": focus.granularity.value if focus else None,
                       "area": reply.mask.area if reply.mask is not None else 0, "iou": round(score, 4),
                       "mask": reply.mask.to_rle() if reply.mask is not None else None,
-                      "overlay": overlay, "seconds": round(seconds, 3)})
+                      "overlay": overlay, "seconds": round(seconds, 3), "text_reading": reading})
     echo("  intent: " + session.intent.describe())
     return {"name": scene.name, "image": f"{scene.name}.png", "turns": turns,
             "time_to_first_mask_s": None if first_mask is None else round(first_mask, 3)}

@@ -97,8 +97,17 @@ class Mask:
 
     __slots__ = ("_array",)
     __hash__ = None  # type: ignore[assignment]  # unhashable like ndarray (equality is by content)
-    # Make numpy defer to Mask in ``array == mask`` instead of comparing element-wise against an object.
-    __array_ufunc__ = None
+    #: numpy's view of a mask (``np.asarray(mask)``, ``torch.as_tensor(mask)``): bool, (H, W).
+    dtype = np.dtype(np.bool_)
+    ndim = 2
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        """numpy functions work on a mask as on its bool array (``np.logical_and(mask, other)``,
+        ``np.sum(mask)``); the result is a plain array, never a Mask."""
+        if "out" in kwargs and any(isinstance(o, Mask) for o in kwargs["out"]):
+            raise MaskError("a Mask is immutable; give numpy an array as out=")
+        arrays = [x._array if isinstance(x, Mask) else x for x in inputs]
+        return getattr(ufunc, method)(*arrays, **kwargs)
 
     def __init__(self, array: np.ndarray) -> None:
         """Wrap ``array`` (``(H, W)``, bool or 0/1 integers/floats); raise MaskError otherwise."""
@@ -123,6 +132,29 @@ class Mask:
         mask = object.__new__(cls)
         mask._array = _freeze(array)
         return mask
+
+    # ----------------------------------------------------------------- array protocol
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """``np.asarray(mask)``: the (H, W) bool pixels. A new, writable array unless ``copy=False``
+        (then the read-only view): the mask itself stays immutable, and ``torch.as_tensor(mask)``
+        gets memory it may write to."""
+        if copy is False:
+            if dtype is not None and np.dtype(dtype) != np.bool_:
+                raise ValueError("a Mask is bool: converting it to another dtype needs a copy")
+            return self.array
+        return np.array(self._array, dtype=dtype if dtype is not None else np.bool_, copy=True)
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        """``torch.as_tensor(mask)`` / ``torch.from_dlpack(mask)``: a bool (H, W) tensor of a copy
+        (DLPack cannot mark memory read-only, and the mask must stay unchanged)."""
+        return np.array(self._array, copy=True).__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return self._array.__dlpack_device__()
+
+    def __len__(self) -> int:
+        return int(self._array.shape[0])
 
     # ----------------------------------------------------------------- properties
 
@@ -233,20 +265,21 @@ class Mask:
 
     def overlay(
         self,
-        image: np.ndarray,
+        image: Any,
         color: tuple[int, int, int] = (255, 64, 64),
         alpha: float = 0.5,
         outline: bool = True,
     ) -> PIL.Image.Image:
-        """Draw the mask over an RGB uint8 ``(H, W, 3)`` image; return a new RGB PIL image.
+        """Draw the mask over ``image``; return a new RGB PIL image at the image's size.
 
-        Mask pixels become ``(1 - alpha) * image + alpha * color`` (rounded); with ``outline`` the
-        boundary (mask pixels with a 4-neighbour outside the mask, the image edge counting as
-        outside) is painted in the full ``color``. Other pixels are untouched; ``image`` is not
-        modified.
+        ``image`` is anything :meth:`pixelagent.Agent.session` takes (a path, bytes, a PIL image
+        or an array; EXIF orientation applied, so it lines up with the mask). Mask pixels become
+        ``(1 - alpha) * image + alpha * color`` (rounded); with ``outline`` the boundary (mask
+        pixels with a 4-neighbour outside the mask, the image edge counting as outside) is
+        painted in the full ``color``. Other pixels are untouched; ``image`` is not modified.
+        For several targets, a legend and small images, see :func:`pixelagent.overlay.render`.
         """
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise MaskError(f"overlay needs an RGB uint8 (H, W, 3) numpy array; got {_describe(image)}")
+        image = _rgb(image)
         if image.shape[:2] != self.shape:
             raise MaskError(f"overlay image is {image.shape[0]}x{image.shape[1]} but the mask is {_hw(self.shape)}")
         rgb = _check_color(color)
@@ -346,6 +379,19 @@ class Mask:
 
 
 # --------------------------------------------------------------------- helpers
+
+
+def _rgb(image: Any) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) array from what ``load_image`` reads; MaskError otherwise."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        return image
+    from pixelagent.errors import ImageError
+    from pixelagent.images import load_image
+
+    try:
+        return load_image(image)
+    except ImageError as exc:
+        raise MaskError(f"overlay needs an image: {exc}") from None
 
 
 def _freeze(array: np.ndarray) -> np.ndarray:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
@@ -75,6 +75,13 @@ class Reply(BaseModel):
     @property
     def phrases(self) -> list[str]:
         return [t.phrase for t in self.targets]
+
+    def overlay(self, image: Any, **options: Any) -> Any:
+        """The image with every target in its own colour, a contour and a legend (phrase and
+        granularity), scaled up when small: a PIL image (see :func:`pixelagent.overlay.render`)."""
+        from pixelagent.overlay import layers_of, render
+
+        return render(image, layers_of(self), **options)
 
 
 class Turn(BaseModel):

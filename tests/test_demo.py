@@ -52,9 +52,13 @@ def test_demo_runs_offline_with_the_shipped_model_and_writes_its_outputs(demo_ru
         assert Image.open(out / scene["image"]).size == (256, 256)
         for turn in scene["turns"]:
             if turn["overlay"]:
-                assert Image.open(out / turn["overlay"]).size == (256, 256)
+                width, height = Image.open(out / turn["overlay"]).size
+                assert width == 768 and height > 768  # scaled up 3x for viewing, legend below
                 assert Mask.from_rle(turn["mask"]).area == turn["area"] > 0
     assert report["total_s"] < 60
+    readings = [t["text_reading"] for s in report["scenes"] for t in s["turns"] if t["text_reading"]]
+    assert report["text_readings"] == {"asked": len(readings), "correct": sum(r["correct"] for r in readings)}
+    assert all(r["truth"] for r in readings) and len(readings) >= 2
 
 
 def test_the_shipped_model_follows_the_dialogue(demo_run):

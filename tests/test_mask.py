@@ -392,8 +392,8 @@ def test_overlay_without_outline_blends_every_mask_pixel():
     ("image", "kwargs", "fragment"),
     [
         (np.zeros((5, 4, 3), np.uint8), {}, "5x4"),
-        (np.zeros((4, 5), np.uint8), {}, "(H, W, 3)"),
-        (np.zeros((4, 5, 3), np.float32), {}, "uint8"),
+        ("no-such-image.png", {}, "does not exist"),
+        (42, {}, "cannot load an image from a int"),
         (np.zeros((4, 5, 3), np.uint8), {"alpha": 1.5}, "alpha"),
         (np.zeros((4, 5, 3), np.uint8), {"color": (0, 0, 256)}, "color"),
     ],
@@ -445,7 +445,30 @@ def test_equality():
     assert Mask(array) == Mask(array.astype(np.uint8))
     assert Mask(array) != Mask(~array)
     assert Mask.empty((2, 3)) != Mask.empty((3, 2))
-    assert Mask(array) != array  # no elementwise comparison with raw arrays
+    # with a raw array, comparisons are numpy's: element-wise
+    np.testing.assert_array_equal(Mask(array) == array, np.ones_like(array))
+    assert np.array_equal(Mask(array), array)
+
+
+def test_numpy_and_torch_see_a_bool_array(tmp_path):
+    import torch
+    from PIL import Image
+
+    array = random_array((5, 6), 0.5, 2)
+    mask = Mask(array)
+    as_numpy = np.asarray(mask)
+    assert as_numpy.dtype == np.bool_ and as_numpy.shape == (5, 6) and (as_numpy == array).all()
+    as_numpy[0, 0] = not as_numpy[0, 0]  # a copy: the mask is untouched
+    assert mask == Mask(array) and mask.dtype == np.bool_ and mask.ndim == 2 and len(mask) == 5
+    assert not np.asarray(mask, copy=False).flags.writeable
+    tensor = torch.as_tensor(mask)
+    assert tensor.dtype == torch.bool and tuple(tensor.shape) == (5, 6) and int(tensor.sum()) == mask.area
+    assert int(np.sum(mask)) == mask.area and (np.logical_and(mask, ~array) == 0).all()
+    # overlay takes what a session takes: a path, a PIL image, an array
+    image = np.full((5, 6, 3), 90, np.uint8)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    for source in (tmp_path / "img.png", Image.fromarray(image), image):
+        assert mask.overlay(source).size == (6, 5)
 
 
 # --------------------------------------------------------------------- resize
