@@ -118,13 +118,39 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
         preset = default_preset()[0]
     if looks_like_preset_file(preset):
         return load_preset_file(preset)
-    if Path(preset, "config.json").is_file():
-        from pixelagent.nn.model import read_preset
-
-        return read_preset(preset)
     if Path(preset).is_dir():
-        from pixelagent.errors import WeightsNotFoundError
+        return _model_dir_preset(Path(preset))
+    registry = registry or get_registry()
+    name = str(preset)
+    from pixelagent.hub import looks_like_hub_id, snapshot
 
-        raise WeightsNotFoundError(f"{preset} is a folder without config.json, so not a saved model; point at a "
-                                   "directory written by save_pretrained (a training run's final/), or name a preset")
-    return (registry or get_registry()).preset(str(preset)).preset
+    if looks_like_hub_id(name) and name not in {spec.name for spec in registry.presets()}:
+        return _model_dir_preset(snapshot(name), shown=name)
+    return registry.preset(name).preset
+
+
+def _model_dir_preset(folder: Path, shown: str | None = None) -> Preset:
+    """The preset of a model folder: pixelagent's ``save_pretrained`` layout, or one a plugin knows."""
+    import json
+
+    from pixelagent.errors import WeightsNotFoundError
+    from pixelagent.plugins import load_plugins, pm
+
+    config = folder / "config.json"
+    if config.is_file():
+        try:
+            ours = json.loads(config.read_text(encoding="utf-8")).get("format") == "pixelagent-segmentation-model"
+        except (OSError, ValueError, AttributeError):
+            ours = True  # let read_preset report what is wrong with it
+        if ours:
+            from pixelagent.nn.model import read_preset
+
+            return read_preset(folder)
+    load_plugins()
+    found = pm.hook.resolve_model_dir(path=str(folder))
+    if found is not None:
+        return found
+    what = shown or str(folder)
+    raise WeightsNotFoundError(f"{what} is not a model pixelagent can load: no pixelagent config.json (written by "
+                               "save_pretrained, e.g. a training run's final/) and no installed plugin recognises "
+                               "its layout; point at such a directory, or name a preset")

@@ -6,6 +6,12 @@ Each message says what was wrong and how to fix it; the CLI prints ``str(error)`
 from __future__ import annotations
 
 
+def single_line(text: str, limit: int = 300) -> str:
+    """``text`` squeezed onto one line (library messages may span several) and cut at ``limit``."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 class PixelAgentError(Exception):
     """Base class: catch this to handle any expected pixelagent failure."""
 

@@ -50,6 +50,17 @@ def register_presets(register: Register) -> None:
     """Register presets: ``register(preset, *, aliases=())`` with a Preset or a dict of one."""
 
 
+@hookspec(firstresult=True)
+def resolve_model_dir(path: str) -> Any:
+    """A :class:`~pixelagent.presets.Preset` for a checkpoint folder that is not in pixelagent's
+    own ``save_pretrained`` format (another project's release layout, say), or None.
+
+    Called for local folders and downloaded Hub snapshots before pixelagent gives up on them;
+    the first plugin that recognises the layout answers. Keep it cheap: read config files, do
+    not build models.
+    """
+
+
 @hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``pixelagent`` CLI; ``cli`` is the root :class:`typer.Typer` app.

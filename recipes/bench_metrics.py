@@ -78,13 +78,13 @@ def best_rate(pairs: list, repeats: int, add: str, convert=None) -> tuple[float,
     return len(pairs) / best, meter
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-metrics", description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     dense = make_pairs(args.samples, args.size, args.seed)
     coded = [(encode(pred), encode(target)) for pred, target in dense]
@@ -104,7 +104,8 @@ def main() -> None:
     print(f"decode+dense  {decode_rate:10.0f} samples/s")
     print(f"rle / dense = {rle_rate / dense_rate:.1f}x   rle / (decode+dense) = {rle_rate / decode_rate:.1f}x")
     print(f"(all three agree: cIoU {100 * rle_meter.result().overall.ciou:.2f}%)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

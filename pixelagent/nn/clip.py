@@ -88,14 +88,16 @@ def load_pretrained(model_cls: Any, pretrained: str, setting_name: str) -> Any:
     lacks some of the model's weights is refused too: transformers would otherwise initialise
     them at random with only a log line, e.g. when the directory holds another architecture.
     """
-    how = (f"download it where you have network (huggingface-cli download {pretrained}) or point "
+    how = (f"fetch it with `hf download {pretrained}` where you have network, or point "
            f"{setting_name} at a local directory holding config.json and model.safetensors")
     try:
         model, info = model_cls.from_pretrained(pretrained, output_loading_info=True)
     except (OSError, ValueError) as exc:
+        from pixelagent.errors import single_line
+
         raise WeightsNotFoundError(
-            f"cannot load {model_cls.__name__} weights from {pretrained!r} ({exc}); {how}"
-        ) from exc
+            f"cannot load {model_cls.__name__} weights from {pretrained!r} ({single_line(str(exc), 160)}); {how}"
+        ) from None
     missing = sorted(info.get("missing_keys") or ())
     if missing:
         raise WeightsNotFoundError(

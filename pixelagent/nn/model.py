@@ -20,8 +20,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pixelagent.errors import CheckpointError, ConfigError, PartError, WeightsNotFoundError
+from pixelagent.errors import CheckpointError, ConfigError, PartError, WeightsNotFoundError, single_line
 from pixelagent.files import check_regular_file, read_text
+from pixelagent.nn.card import CARD_FILE, model_card
 from pixelagent.nn.device import seeded_rng
 from pixelagent.nn.losses import LossWeights, mask_losses, phrase_loss, scale_grad
 from pixelagent.nn.tokens import focus_spans
@@ -171,8 +172,10 @@ class SegmentationModel(nn.Module):
 
     # -- persistence ----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | os.PathLike, include_frozen: bool = True,
-                        state: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write ``config.json`` (the preset), ``model.safetensors`` and the LoRA ``adapter/``.
+                        state: dict[str, torch.Tensor] | None = None, card: dict[str, Any] | None = None) -> Path:
+        """Write ``config.json`` (the preset), ``model.safetensors``, the LoRA ``adapter/`` and a
+        model card (``README.md`` with Hugging Face metadata; ``card`` gives its ``datasets``,
+        ``metrics``, ``license`` or ``description``; an existing README.md is kept).
 
         ``include_frozen=False`` saves only what trains (a 7B model's frozen LLM, CLIP and SAM
         encoder then come from their own checkpoints, named in the preset, when loading).
@@ -199,6 +202,10 @@ class SegmentationModel(nn.Module):
                 target = directory / ADAPTER_DIR
                 self.llm.save_adapter(str(target), state=None if gathered is None else
                                       {k[len("llm."):]: v for k, v in gathered.items() if k.startswith("llm.")})
+            target = directory / CARD_FILE
+            if card is not None or not target.exists():
+                text = model_card(self.preset, **(card or {}))
+                write_atomically(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
             target = directory / CONFIG_FILE
             write_atomically(target, lambda tmp: tmp.write_text(json.dumps(config, indent=2)))
         except OSError as exc:
@@ -208,6 +215,31 @@ class SegmentationModel(nn.Module):
             raise CheckpointError(f"cannot save the model to {directory}: {exc.strerror or exc} (writing "
                                   f"{target.name}); check the folder is writable or save elsewhere") from None
         return directory
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, token: str | None = None,
+                    include_frozen: bool = True, card: dict[str, Any] | None = None,
+                    commit_message: str = "Upload a pixelagent model") -> str:
+        """Save into a temporary folder and upload it to the Hugging Face Hub as ``repo_id``
+        (created if needed); returns the repository URL. ``Agent(repo_id)`` loads it back."""
+        import tempfile
+
+        from pixelagent.hub import offline
+
+        try:
+            from huggingface_hub import HfApi
+        except ImportError:
+            from pixelagent.errors import MissingDependencyError
+
+            raise MissingDependencyError("push_to_hub needs huggingface_hub: pip install huggingface_hub") from None
+        if offline():
+            raise ConfigError(f"cannot push {repo_id} while HF_HUB_OFFLINE=1 is set; unset it, or save_pretrained "
+                              "to a folder and upload that later with `hf upload`")
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, include_frozen=include_frozen, card=card)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=commit_message)
+        return str(url)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, **overrides: Any) -> SegmentationModel:
@@ -289,12 +321,6 @@ def _is_complete(directory: str | os.PathLike) -> bool:
 
 
 # -- safe reading and writing of weight files (shared with the training checkpoints) ----------------
-def single_line(text: str, limit: int = 300) -> str:
-    """``text`` squeezed onto one line (library messages may span several) and cut at ``limit``."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
-
-
 def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
     """``safetensors.torch.save_file`` whose I/O failures are OSErrors with their errno.
 

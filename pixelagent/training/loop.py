@@ -286,6 +286,20 @@ class Trainer:
         finally:
             model.reshard()
 
+    def _card(self) -> dict:
+        """Model-card metadata of the final model: what it was trained on, its last validation."""
+        data = self.config.data
+        datasets = [str(spec.get("dataset_dir") or spec.get("json_path") or spec.get("images_dir") or name)
+                    for name, spec in data.sources.items()]
+        card: dict = {"datasets": [Path(d).name or d for d in datasets]}
+        rows = self.output / "metrics.jsonl"
+        if rows.is_file():
+            values = [json.loads(line) for line in rows.read_text(encoding="utf-8").splitlines() if line.strip()]
+            validated = [v["val_ciou"] for v in values if "val_ciou" in v]
+            if validated:
+                card["metrics"] = {"val_ciou": validated[-1]}
+        return card
+
     def _finish(self, model: SegmentationModel) -> Path:
         final = self.output / "final"
         error: CheckpointError | None = None
@@ -297,7 +311,8 @@ class Trainer:
         full = self.strategy.full_state(model) if self.strategy.sharded else None  # a collective: every rank
         if self.world.is_main and error is None:
             try:
-                model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen, state=full)
+                model.save_pretrained(final, include_frozen=self.config.checkpoint.save_frozen, state=full,
+                                      card=self._card())
                 (self.output / "config.json").write_text(json.dumps(self.config.model_dump(by_alias=True), indent=2))
             except OSError as exc:
                 error = CheckpointError(f"cannot write {self.output / 'config.json'}: {exc.strerror or exc} "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -239,6 +240,27 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             self.llava.model.language_model = self.language_model.merge_and_unload()
             self.settings = self.settings.model_copy(update={"lora": self.settings.lora.model_copy(update={"r": 0})})
 
+    def save_language_model(self, directory: str) -> None:
+        """Write the language model without its adapter in the transformers layout (a
+        ``LlamaModel``: ``config.json`` + ``model.safetensors``), the base that the saved
+        ``adapter/`` loads onto with ``peft.PeftModel.from_pretrained``."""
+        from pathlib import Path
+
+        from safetensors.torch import save_file
+
+        folder = Path(directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {}
+        for name, tensor in self.language_model.state_dict().items():
+            if "lora_" in name:
+                continue
+            name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+            state[name] = tensor.detach().contiguous().cpu()
+        config = self.llava.config.text_config.to_dict()
+        config["architectures"] = ["LlamaModel"]
+        (folder / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
     def save_adapter(self, directory: str, state: dict[str, torch.Tensor] | None = None) -> None:
         """Write the LoRA adapter in peft's format (adapter_config.json + adapter_model.safetensors).
 
@@ -348,9 +370,9 @@ def _load_llava(source: str | None, dtype: torch.dtype) -> LlavaNextForCondition
         return LlavaNextForConditionalGeneration.from_pretrained(source, dtype=dtype)
     except (OSError, ValueError) as exc:
         raise WeightsNotFoundError(
-            f"cannot load LLaVA-NeXT weights from {source!r} ({type(exc).__name__}); download "
-            f"the checkpoint (e.g. llava-hf/llava-v1.6-vicuna-7b-hf) and point {SETTING} at its "
-            "local directory") from None
+            f"cannot load LLaVA-NeXT weights from {source!r} ({type(exc).__name__}); fetch the checkpoint "
+            f"with `hf download {source}` and point {SETTING} at its local directory (or keep the id: "
+            "the Hugging Face cache is read)") from None
 
 
 def _drop_vision_tower(llava: LlavaNextForConditionalGeneration) -> None:
@@ -368,6 +390,11 @@ def _apply_lora(backbone: LlavaBackbone, settings: LlavaSettings) -> None:
                         target_modules=settings.lora.targets, bias="none")
     with _library_deprecations_silenced():
         backbone.llava.model.language_model = get_peft_model(backbone.language_model, config)
+    # What adapter_config.json tells peft users: the adapter sits on the LLaVA checkpoint's
+    # language model (a LlamaModel, so a feature-extraction model to peft); None for a tiny one
+    saved = backbone.language_model.peft_config["default"]
+    saved.base_model_name_or_path = None if settings.tiny or settings.random_init else settings.pretrained
+    saved.task_type = "FEATURE_EXTRACTION"
 
 
 def _set_trainable(backbone: LlavaBackbone, train_full: bool = False) -> None:

@@ -24,8 +24,8 @@ def load_tokenizer(source: str, setting_name: str) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError) as exc:
         raise WeightsNotFoundError(
-            f"cannot load the tokenizer of {source!r} ({type(exc).__name__}); download the "
-            f"checkpoint and point {setting_name} at its local directory") from None
+            f"cannot load the tokenizer of {source!r} ({type(exc).__name__}); fetch the checkpoint with "
+            f"`hf download {source}` and point {setting_name} at its local directory") from None
     return add_special_tokens(tokenizer)
 
 
