@@ -90,13 +90,12 @@ class Preset(BaseModel):
 
 def parse_preset(data: Any, source: str = "preset") -> Preset:
     """Validate ``data`` as a :class:`Preset`, reporting every problem at once as a ConfigError."""
+    from pixelagent.validation import problems as readable
+
     try:
         return Preset.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid {source}: {problems}") from None
+        raise ConfigError(f"invalid {source}: {'; '.join(readable(exc, Preset))}") from None
 
 
 def load_preset_file(path: str | os.PathLike) -> Preset:

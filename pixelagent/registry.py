@@ -49,9 +49,9 @@ class PartSpec:
         try:
             return self.settings.model_validate(settings)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            from pixelagent.validation import problems as readable
+
+            problems = "; ".join(readable(exc, self.settings))
             raise ConfigError(
                 f"invalid settings for {KIND_LABELS[self.kind]} {self.name!r}: {problems}"
             ) from None

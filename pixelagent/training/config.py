@@ -199,8 +199,24 @@ def apply_override(data: dict, override: str) -> None:
 
 
 def validate_config(data: Any, source: str) -> TrainConfig:
+    from pixelagent.validation import problems
+
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()]
-        raise ConfigError(f"invalid config {source} ({len(problems)} problem(s)): " + "; ".join(problems)) from None
+        found = problems(exc, TrainConfig, _misplaced)
+        raise ConfigError(f"invalid config {source} ({len(found)} problem(s)): " + "; ".join(found)) from None
+
+
+def _misplaced(loc: tuple, key: str) -> str | None:
+    """Where a preset's key belongs when it was written at a training config's top level."""
+    if len(loc) != 1:
+        return None
+    from pixelagent.parts import PART_KINDS
+
+    if key in PART_KINDS:
+        return (f"{key} is a part of the preset: put it under preset_overrides.{key} (e.g. "
+                f"preset_overrides.{key}.settings.<setting>=value)")
+    if key in {"dtype", "limits", "weights", "name"}:
+        return f"{key} is a preset field: put it under preset_overrides.{key}"
+    return None

@@ -43,7 +43,8 @@ def test_every_shipped_config_validates(name):
 def test_the_7b_configs_carry_the_papers_values(name, lr, batch, steps, ratios):
     config = load_config(name)
     assert (config.optim.lr, config.optim.batch_size, config.optim.max_steps) == (lr, batch, steps)
-    assert config.optim.warmup_steps == 100 and config.precision == "bf16" and config.data.ratios == ratios
+    assert config.optim.warmup_steps == 100 and config.precision == "bf16-mixed" and config.data.ratios == ratios
+    assert config.distributed.strategy == "zero2"  # the paper trains with DeepSpeed ZeRO-2
     assert config.preset == "miras"
     if name.endswith("stage2"):
         assert config.init_from == "runs/miras_7b/stage1/final"
