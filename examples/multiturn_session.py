@@ -72,5 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> int:
+    """``main()`` as a program: a pixelagent error is one line on stderr, not a traceback."""
+    import sys
+
+    from pixelagent import PixelAgentError
+
+    try:
+        return main()
+    except PixelAgentError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run())

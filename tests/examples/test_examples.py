@@ -68,3 +68,14 @@ def test_langchain_agent_helpers_with_a_fake_tool_model(fake, scene):
     rows = example.summary(messages)
     assert [r["phrase"] for r in rows] == ["the red region", "the blue region"]
     assert all(r["area"] > 0 for r in rows) and messages[-1].content == "ok"
+
+
+@pytest.mark.parametrize("name", ["multiturn_session", "langchain_agent"])
+def test_examples_print_one_line_for_a_missing_file(name, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py"), str(tmp_path / "missing.jpg")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.jpg'}: the file does not exist; check the path"]
