@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterable
@@ -48,11 +49,7 @@ class Agent:
             logger.info("pixelagent: using %s (%s)", preset, self.choice)
         base = resolve_preset(preset, registry)
         self.preset: Preset = base.with_overrides(**overrides) if overrides else base
-        self.parts: dict[str, Part] = registry.build(self.preset)
-        if self.preset.weights:
-            from pixelagent.nn.model import load_weights_into
-
-            load_weights_into(self.parts, self.preset)
+        self.parts: dict[str, Part] = _build(registry, self.preset)
 
     @classmethod
     def from_parts(cls, preset: Preset, parts: dict[str, Part]) -> Agent:
@@ -79,6 +76,21 @@ class Agent:
     def __repr__(self) -> str:
         names = ", ".join(f"{kind}={self.preset.choice(kind).name}" for kind in self.parts)
         return f"Agent(preset={self.preset.name!r}, {names})"
+
+
+def _build(registry: Any, preset: Preset) -> dict[str, Part]:
+    """The preset's parts for inference, with its trained weights loaded. When the weights file
+    holds every weight (a complete save), the parts skip their random initialisation: the
+    strict load that follows overwrites every weight anyway."""
+    if not preset.weights:
+        return registry.build(preset, inference=True)
+    from pixelagent.nn.device import skip_random_init
+    from pixelagent.nn.model import is_complete_save, load_weights_into
+
+    with skip_random_init() if is_complete_save(preset.weights) else contextlib.nullcontext():
+        parts = registry.build(preset, inference=True)
+    load_weights_into(parts, preset)
+    return parts
 
 
 def default_preset() -> tuple[str, str]:

@@ -79,11 +79,14 @@ class BuildContext:
         parts: parts already built for this preset, by kind, in :data:`PART_KINDS` order.
         shared: scratch space shared by the builders of one preset, e.g. one loaded checkpoint
             that several parts are views of.
+        inference: the parts are built to answer (an :class:`~pixelagent.Agent`), not to train:
+            a builder may then fold adapters into weights or skip what only training needs.
     """
 
     preset: Preset
     parts: dict[str, Part] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+    inference: bool = False
 
     @cached_property
     def device(self) -> str:
@@ -187,10 +190,12 @@ class Registry:
         if problems:
             raise ConfigError(f"preset {preset.name!r} cannot be built: " + "; ".join(problems))
 
-    def build(self, preset: Preset) -> dict[str, Part]:
-        """Build one part of each kind, in :data:`PART_KINDS` order, after checking the preset."""
+    def build(self, preset: Preset, inference: bool = False) -> dict[str, Part]:
+        """Build one part of each kind, in :data:`PART_KINDS` order, after checking the preset.
+
+        ``inference``: built to answer, not to train (see :attr:`BuildContext.inference`)."""
         self.check(preset)
-        context = BuildContext(preset)
+        context = BuildContext(preset, inference=inference)
         for kind in PART_KINDS:
             choice = preset.choice(kind)
             spec = self.part(kind, choice.name)

@@ -44,6 +44,31 @@ def building_on(device: str, dtype: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def skip_random_init() -> Iterator[None]:
+    """Build modules without drawing their random initial weights (``torch.nn.init`` and
+    transformers' ``init_weights`` are no-ops inside): for parts whose every weight is loaded
+    right after, the random draws would be thrown away (for SAM ViT-H, seconds on a CPU).
+    Buffers computed in constructors (rotary frequencies, say) are still computed. Only use it
+    when a strict load follows: a weight left out would hold uninitialised memory."""
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers absent: torch's own init functions are all there is
+        no_init_weights = None
+    import torch.nn.init as init
+
+    names = [n for n in dir(init) if n.endswith("_") and not n.startswith("_") and callable(getattr(init, n))]
+    originals = {n: getattr(init, n) for n in names}
+    try:
+        for name in names:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+        with no_init_weights() if no_init_weights is not None else contextlib.nullcontext():
+            yield
+    finally:
+        for name, function in originals.items():
+            setattr(init, name, function)
+
+
+@contextlib.contextmanager
 def seeded_rng(seed: int) -> Iterator[None]:
     """Run a block with torch's CPU and CUDA generators seeded with ``seed``, then restore them.
 

@@ -259,7 +259,7 @@ class SegmentationModel(nn.Module):
         if not os.path.lexists(path):
             raise WeightsNotFoundError(f"no {WEIGHTS_FILE} in {directory}; point at a directory written by "
                                        "SegmentationModel.save_pretrained (a run's final/), or re-save the model")
-        state = read_safetensors(path, "model weights")
+        state = self._converted(read_safetensors(path, "model weights"))
         try:
             missing, unexpected = self.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # a tensor of the wrong shape: torch's message spans lines
@@ -271,6 +271,19 @@ class SegmentationModel(nn.Module):
         if missing or unexpected:
             raise ConfigError(f"weights in {path} do not fit preset {self.preset.name!r}: "
                               f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def _converted(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``state`` with each part's slice passed through its ``convert_state_dict`` (a part
+        built for inference may hold the weights in another form, e.g. LoRA folded in)."""
+        for kind, part in self.parts.items():
+            convert = getattr(part, "convert_state_dict", None)
+            if convert is None:
+                continue
+            prefix = f"{kind}."
+            own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+            state.update({prefix + k: v for k, v in convert(own).items()})
+        return state
 
     def merge_lora(self) -> None:
         """Fold LoRA into the LLM weights; the saved preset then builds without adapters."""
@@ -310,6 +323,11 @@ def read_preset(directory: str | os.PathLike) -> Preset:
     if not isinstance(config.get("preset"), dict):
         raise CheckpointError(f"model config {path} has no preset; {_RESAVE}")
     return parse_preset({**config["preset"], "weights": str(directory)}, source=str(path))
+
+
+def is_complete_save(directory: str | os.PathLike) -> bool:
+    """Whether a saved model holds every weight (``save_pretrained(include_frozen=True)``)."""
+    return _is_complete(directory)
 
 
 def _is_complete(directory: str | os.PathLike) -> bool:

@@ -240,6 +240,40 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             self.llava.model.language_model = self.language_model.merge_and_unload()
             self.settings = self.settings.model_copy(update={"lora": self.settings.lora.model_copy(update={"r": 0})})
 
+    folded_lora = None  # the LoRA settings folded in at load time (an inference build), or None
+
+    def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Saved weights (this part's keys) in this build's form: with ``folded_lora``, peft's
+        ``base_model.model.…base_layer.weight`` + ``lora_A`` / ``lora_B`` become plain weights
+        ``W + (alpha / r) · B @ A`` (computed in float32). A trainable-only save holds no base
+        weight: the one already loaded from the checkpoint is used."""
+        if self.folded_lora is None:
+            return state
+        scale = self.folded_lora.alpha / self.folded_lora.r
+        wrapped = "llava.model.language_model.base_model.model."
+        plain = "llava.model.language_model."
+        out, adapters = {}, {}
+        for key, value in state.items():
+            if not key.startswith(wrapped):
+                out[key] = value
+                continue
+            rest = key[len(wrapped):]
+            if ".lora_A." in rest or ".lora_B." in rest:
+                module, _, tail = rest.partition(".lora_")
+                adapters.setdefault(module, {})[tail[0]] = value
+            else:
+                out[plain + rest.replace(".base_layer.", ".")] = value
+        own = self.state_dict()
+        for module, pair in adapters.items():
+            if set(pair) != {"A", "B"}:
+                raise ConfigError(f"the saved LoRA of {module} lacks lora_{'A' if 'A' not in pair else 'B'}; "
+                                  "re-save the model")
+            target = f"{plain}{module}.weight"
+            base = out.get(target, own[target])
+            delta = (pair["B"].float() @ pair["A"].float()) * scale
+            out[target] = (base.float() + delta.to(base.device)).to(base.dtype)
+        return out
+
     def save_language_model(self, directory: str) -> None:
         """Write the language model without its adapter in the transformers layout (a
         ``LlamaModel``: ``config.json`` + ``model.safetensors``), the base that the saved
@@ -413,4 +447,10 @@ def build_from_settings(settings: LlavaSettings, context: Any) -> LlavaBackbone:
     if vision_dim is None:
         raise ConfigError("the llava-next backbone needs a visual encoder with an out_dim "
                           f"(got {type(encoder).__name__}); use clip or miras-dual")
-    return build_backbone(settings, context.device, context.dtype, vision_dim)
+    folded = None
+    if context.inference and settings.merge_lora and settings.lora.r > 0:
+        # built without the adapter; convert_state_dict folds saved LoRA weights into the base
+        folded, settings = settings.lora, settings.model_copy(update={"lora": settings.lora.model_copy(update={"r": 0})})
+    backbone = build_backbone(settings, context.device, context.dtype, vision_dim)
+    backbone.folded_lora = folded
+    return backbone

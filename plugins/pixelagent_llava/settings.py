@@ -38,6 +38,9 @@ class LlavaSettings(BaseModel):
             being 422): past what it saw in training a model's answers degenerate. When the
             dialogue outgrows it, the preset's ``limits.context_policy`` applies.
         lora: LoRA settings, applied at build so trained checkpoints load into the same shape.
+        merge_lora: built for inference (``Agent``), fold the LoRA weights into the base weights
+            as they load (W + alpha/r · B A) instead of running the adapter every token; training
+            builds keep the adapter. The greedy answers are the same.
         train_full: train every weight of the language model and the projector as well (by
             default only LoRA, ``lm_head`` and the token embeddings train). For tiny models
             trained from scratch, whose random weights LoRA alone cannot make useful.
@@ -53,6 +56,7 @@ class LlavaSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1)
     context_window: Optional[int] = Field(None, ge=16)
     lora: LoraSettings = LoraSettings()
+    merge_lora: bool = True
     train_full: bool = False
     seed: int = 0
 
