@@ -27,6 +27,7 @@ from pixelagent.markup import OBJ_TOKEN, SEG_TOKEN
 from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dtype
 from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
 from pixelagent.parts import Generation, LLMBackbone, LLMRequest
+from pixelagent_llava.batching import DecodeBatcher, DecodeJob
 from pixelagent_llava.settings import LlavaSettings
 from pixelagent_llava.template import Exchange, VicunaTemplate
 from pixelagent_llava.tokenizer import build_tiny_tokenizer, load_tokenizer
@@ -127,7 +128,7 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             cache, fed = DynamicCache(), []
         new = ids[len(fed):]
         visual = request.visual if self.template.image_id in new else None
-        generated, hiddens = self._decode(self._expand(new, [-100] * len(new), visual).embeds, cache)
+        generated, hiddens, cache = self._generate(self._expand(new, [-100] * len(new), visual).embeds, cache)
         ended = bool(generated) and generated[-1] == self.template.eos_id
         # the last emitted token was never fed back, so the cache holds all but it
         state.update(cache=cache, fed=ids + generated[:-1])
@@ -176,26 +177,53 @@ class LlavaBackbone(LLMBackbone, nn.Module):
                 "or set limits.context_policy to drop-oldest")
         return len(exchanges)
 
-    def _decode(self, embeds: torch.Tensor, cache: DynamicCache) -> tuple[list[int], list[torch.Tensor]]:
+    def _generate(self, embeds: torch.Tensor, cache: DynamicCache) -> tuple[list[int], list[torch.Tensor], DynamicCache]:
         """Feed ``embeds`` (T, d) after ``cache``, then greedily emit tokens until ``</s>``.
 
-        Returns the emitted ids and, for each, the last-layer state that predicted it (d,).
+        Returns the emitted ids, for each the last-layer state that predicted it (d,), and the
+        cache holding everything fed (every emitted token but the last). The prefill is this
+        turn's own; the decoding is shared with the turns other threads run at the same time
+        (:mod:`pixelagent_llava.batching`) unless ``batch_sessions`` is off.
         """
-        generated: list[int] = []
-        hiddens: list[torch.Tensor] = []
-        step = embeds.unsqueeze(0)
-        # the prompt was fitted to leave max_new_tokens positions; never run past the window
-        room = self.context_window - cache.get_seq_length() - embeds.shape[0] + 1
-        for _ in range(max(0, min(self.settings.max_new_tokens, room))):
-            out = self.language_model(inputs_embeds=step, use_cache=True, **{_CACHE_ARG: cache})
-            state = out.last_hidden_state[0, -1]
-            token = int(self.llava.lm_head(state).argmax())
-            generated.append(token)
-            hiddens.append(state)
-            if token == self.template.eos_id:
-                break
-            step = self._embed([token]).unsqueeze(0)
-        return generated, hiddens
+        batcher = self._batcher if self.settings.batch_sessions else None
+        if batcher is not None:
+            batcher.enter()
+        try:
+            # the prompt was fitted to leave max_new_tokens positions; never run past the window
+            room = self.context_window - cache.get_seq_length() - embeds.shape[0] + 1
+            budget = max(0, min(self.settings.max_new_tokens, room))
+            if budget == 0:
+                return [], [], cache
+            state = self._step(embeds.unsqueeze(0), None, None, cache)
+            job = DecodeJob(cache, cache.get_seq_length(), int(self.llava.lm_head(state).argmax(-1)[0]), state[0], budget)
+            job = batcher.decode(job) if batcher is not None else self._solo.decode(job)
+            return job.generated, job.hiddens, job.cache
+        finally:
+            if batcher is not None:
+                batcher.leave()
+
+    def _step(self, embeds: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None,
+              cache: DynamicCache) -> torch.Tensor:
+        """One forward over ``embeds`` (B, T, d) after ``cache`` → the last position's states (B, d)."""
+        extra = {} if attention is None else {"attention_mask": attention, "position_ids": positions}
+        out = self.language_model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra)
+        return out.last_hidden_state[:, -1]
+
+    @property
+    def _batcher(self) -> DecodeBatcher:
+        if self.__dict__.get("_shared_batcher") is None:
+            self.__dict__["_shared_batcher"] = self._new_batcher(window_s=self.settings.batch_window_ms / 1000)
+        return self.__dict__["_shared_batcher"]
+
+    @property
+    def _solo(self) -> DecodeBatcher:
+        if self.__dict__.get("_solo_batcher") is None:
+            self.__dict__["_solo_batcher"] = self._new_batcher(window_s=0.0, max_batch=1)
+        return self.__dict__["_solo_batcher"]
+
+    def _new_batcher(self, **options) -> DecodeBatcher:
+        return DecodeBatcher(step=self._step, embed=lambda tokens: self._embed(tokens).unsqueeze(1),
+                             logits=self.llava.lm_head, eos=self.template.eos_id, new_cache=DynamicCache, **options)
 
     # -- training -----------------------------------------------------------------------------
     def encode_dialogue(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:

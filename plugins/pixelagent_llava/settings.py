@@ -41,6 +41,10 @@ class LlavaSettings(BaseModel):
         merge_lora: built for inference (``Agent``), fold the LoRA weights into the base weights
             as they load (W + alpha/r · B A) instead of running the adapter every token; training
             builds keep the adapter. The greedy answers are the same.
+        batch_sessions: turns of different sessions running at the same time (from several
+            threads, or ``pixelagent serve``) share their decoding steps in one batch
+            (:mod:`pixelagent_llava.batching`); each answer is the one it would be alone.
+        batch_window_ms: how long the first of such turns waits for the others (milliseconds).
         train_full: train every weight of the language model and the projector as well (by
             default only LoRA, ``lm_head`` and the token embeddings train). For tiny models
             trained from scratch, whose random weights LoRA alone cannot make useful.
@@ -57,6 +61,8 @@ class LlavaSettings(BaseModel):
     context_window: Optional[int] = Field(None, ge=16)
     lora: LoraSettings = LoraSettings()
     merge_lora: bool = True
+    batch_sessions: bool = True
+    batch_window_ms: float = Field(4.0, ge=0)
     train_full: bool = False
     seed: int = 0
 
