@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pixelagent.errors import ConfigError
 from pixelagent.limits import Limits
@@ -47,7 +47,8 @@ class Preset(BaseModel):
     ``weights`` is a directory written by ``SegmentationModel.save_pretrained`` whose trained
     weights are loaded over the freshly built parts. ``limits`` bound what its sessions accept
     (question length, turns, what happens when the context window is full; see
-    :mod:`pixelagent.limits`).
+    :mod:`pixelagent.limits`). ``threads`` is torch's CPU thread count for this model (see
+    :func:`pixelagent.agent.choose_threads`; ``None``: ``$PIXELAGENT_NUM_THREADS`` or automatic).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -62,6 +63,7 @@ class Preset(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weights: Optional[str] = None
     limits: Limits = Limits()
+    threads: Optional[int] = Field(None, ge=1)
 
     def choice(self, kind: str) -> PartChoice:
         """The :class:`PartChoice` for ``kind`` (one of :data:`~pixelagent.parts.PART_KINDS`)."""

@@ -9,6 +9,8 @@ empty mask). About two and a half minutes on two CPU cores.
 
 import json
 
+import torch
+
 from pixelagent.data.synth import SynthConfig, synthesize
 from pixelagent.training.config import load_config
 from pixelagent.training.loop import Trainer
@@ -26,6 +28,17 @@ LIFT = 0.10
 
 
 def test_a_short_run_lifts_validation_ciou_well_above_the_untrained_model(tmp_path):
+    # the figures above were measured with two threads; an Agent built earlier in the same
+    # process may have set one (small models run on one CPU thread), and the sums differ
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _run(tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(tmp_path):
     data = tmp_path / "data"
     synthesize(data, SynthConfig(n=480, size=128, seed=7, samples_per_image=2, min_turns=1, max_turns=1,
                                  granularity_mix=(1.0, 0.0, 0.0), splits=(0.9, 0.1, 0.0)))
