@@ -34,6 +34,11 @@ _EXPORTS = {
     "load_image": "pixelagent.images",
     "get_registry": "pixelagent.registry",
     "PixelAgentError": "pixelagent.errors",
+    "TurnRecord": "pixelagent.schema",
+    "SessionRecord": "pixelagent.schema",
+    "TurnLog": "pixelagent.logs",
+    "ServerSettings": "pixelagent.server",
+    "create_app": "pixelagent.server",
 }
 
 __all__ = ["hookimpl", "__version__", *_EXPORTS]
@@ -43,10 +48,13 @@ if TYPE_CHECKING:
     from pixelagent.errors import PixelAgentError
     from pixelagent.images import load_image
     from pixelagent.intent import Focus, IntentState, Relation
+    from pixelagent.logs import TurnLog
     from pixelagent.mask import Granularity, Mask
     from pixelagent.presets import PartChoice, Preset
     from pixelagent.registry import get_registry
     from pixelagent.results import Reply, Target, Turn
+    from pixelagent.schema import SessionRecord, TurnRecord
+    from pixelagent.server import ServerSettings, create_app
     from pixelagent.session import Session
 
 

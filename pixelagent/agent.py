@@ -70,7 +70,10 @@ class Agent:
         The image is EXIF-oriented and converted to RGB (H, W, 3) uint8; masks come back at
         that oriented size. ``max_pixels`` guards against decompression bombs (``None``: off).
         """
-        return Session(self, load_image(image, max_pixels=max_pixels))
+        session = Session(self, load_image(image, max_pixels=max_pixels))
+        if isinstance(image, (str, os.PathLike)):
+            session.image_path = Path(image)  # what session.save() refers to instead of copying pixels
+        return session
 
     def segment(self, image: ImageInput, question: str, *, earlier: Iterable[str] = ()) -> Reply:
         """One-shot helper: ask the ``earlier`` questions, then ``question``; return its reply."""

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -14,7 +16,11 @@ import typer
 from pixelagent.errors import PixelAgentError
 
 if TYPE_CHECKING:
-    from pixelagent.results import Reply
+    import numpy as np
+
+    from pixelagent.conversation import Conversation
+    from pixelagent.schema import TurnRecord
+    from pixelagent.server.client import ServerClient
     from pixelagent.session import Session
 
 DEBUG_ENV = "PIXELAGENT_DEBUG"
@@ -35,6 +41,9 @@ def build_app() -> typer.Typer:
     app.command("segment")(segment_command)
     app.command("chat")(chat_command)
     app.command("demo")(demo_command)
+    app.command("batch")(batch_command)
+    app.command("serve")(serve_command)
+    app.command("logs")(logs_command)
     app.add_typer(_recipe_app(), name="recipe")
     from pixelagent.data.cli import data_app
 
@@ -97,7 +106,14 @@ def _plugin_listing() -> dict[str, Any]:
     return {"plugins": plugin_names(), "parts": parts, "presets": presets, "failed": plugin_failures()}
 
 
-# -- segment --------------------------------------------------------------------------------
+# -- segment ---------------------------------------------------------------------------------
+ServerOption = typer.Option(None, "--server", envvar="PIXELAGENT_SERVER", show_envvar=True,
+                            help="URL of a running `pixelagent serve` to ask instead of loading the model here "
+                                 "(milliseconds per call, not a model load).")
+LogOption = typer.Option(None, "--log", help="Append every turn to this SQLite log (default: $PIXELAGENT_LOG; "
+                                             "read it with `pixelagent logs`).")
+
+
 def segment_command(
     image: Path = typer.Argument(..., help="Image file (any format Pillow reads)."),
     text: str = typer.Argument(..., help="The question or request for this turn."),
@@ -106,18 +122,24 @@ def segment_command(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the mask (union of targets) as PNG."),
     overlay: Optional[Path] = typer.Option(None, "--overlay", help="Write the image with the mask overlaid."),
     as_json: bool = typer.Option(False, "--json", help="Print the reply, history and intent as JSON."),
+    server: Optional[str] = ServerOption,
+    log: Optional[Path] = LogOption,
 ) -> None:
     """Answer TEXT about IMAGE (after any --turn questions) and segment what the answer names."""
-    _check_questions([*turn, text], preset)
-    session = _open_session(image, preset)
-    for earlier in turn:
-        session.ask(earlier)
-    reply = session.ask(text)
-    _write_outputs(session, reply, out, overlay)
-    if as_json:
-        typer.echo(json.dumps(_session_json(session), indent=2))
-    else:
-        _print_reply(reply)
+    if not server:
+        _check_questions([*turn, text], preset)
+    conversation, pixels = _open_conversation(image, preset, server, log, "segment")
+    try:
+        for earlier in turn:
+            conversation.ask(earlier)
+        record = conversation.ask(text)
+        _write_outputs(pixels, record, out, overlay)
+        if as_json:
+            typer.echo(conversation.record().model_dump_json(indent=2))
+        else:
+            _print_turn(record)
+    finally:
+        conversation.close()
 
 
 def _check_questions(questions: list[str], preset: str | None) -> None:
@@ -139,7 +161,62 @@ def _open_session(image: Path, preset: str | None) -> Session:
     agent = Agent(preset)
     if preset is None:
         typer.echo(f"using {agent.preset.name}: {agent.choice}", err=True)
-    return agent.session(pixels)
+    session = agent.session(pixels)
+    session.image_path = image
+    return session
+
+
+def _open_conversation(image: Path, preset: str | None, server: str | None, log: Path | None,
+                       source: str) -> tuple[Conversation, np.ndarray]:
+    """A conversation about IMAGE, here or on ``server``, logged when asked; and its pixels."""
+    from pixelagent.conversation import LocalConversation, LoggedConversation
+    from pixelagent.logs import open_log
+
+    turn_log = open_log(log)
+    if server:
+        from pixelagent.files import read_bytes
+        from pixelagent.images import load_image
+
+        pixels = load_image(image)  # the same checks and messages as here, before any upload
+        client = _server_client(server, preset)
+        try:
+            conversation: Conversation = client.open(image, read_bytes(image, "image", max_bytes=None),
+                                                     owns_client=True)
+        except BaseException:
+            client.close()
+            raise
+    else:
+        session = _open_session(image, preset)
+        pixels, conversation = session.image, LocalConversation(session)
+    if turn_log is not None:
+        conversation = LoggedConversation(conversation, turn_log, source, str(image), owns_log=True)
+    return conversation, pixels
+
+
+def _server_client(server: str, preset: str | None) -> ServerClient:
+    """A client of ``server``, checked to be ready and to run ``preset`` (when one is named)."""
+    from pixelagent.server.client import ServerClient
+
+    client = ServerClient(server)
+    try:
+        running = client.health().get("preset")
+        if preset and preset != running and not _same_preset(preset, running):
+            raise PixelAgentError(f"the server at {client.url} runs {running}, not {preset}; drop --preset, or "
+                                  f"start a server with `pixelagent serve --preset {preset}`")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _same_preset(preset: str, running: str) -> bool:
+    """Whether ``preset`` (an alias, say) names the preset a server runs."""
+    from pixelagent.agent import resolve_preset
+
+    try:
+        return resolve_preset(preset).name == running
+    except PixelAgentError:
+        return False
 
 
 # -- demo -----------------------------------------------------------------------------------
@@ -176,8 +253,10 @@ def demo_command(
     typer.echo(f"wrote {out}/report.json and the overlays next to it")
 
 
-def _write_outputs(session: Session, reply: Reply, out: Path | None, overlay: Path | None) -> None:
-    mask = reply.mask
+def _write_outputs(pixels: np.ndarray, record: TurnRecord, out: Path | None, overlay: Path | None) -> None:
+    from pixelagent.mask import Mask
+
+    mask = Mask.union_all(t.mask.to_mask() for t in record.targets)
     if mask is None:
         if out or overlay:
             typer.echo("note: no target, so no mask was written", err=True)
@@ -185,88 +264,269 @@ def _write_outputs(session: Session, reply: Reply, out: Path | None, overlay: Pa
     if out:
         mask.to_png(out)
     if overlay:
-        mask.overlay(session.image).save(overlay)
+        mask.overlay(pixels).save(overlay)
 
 
-def _print_reply(reply: Reply, prefix: str = "") -> None:
-    typer.echo(f"{prefix}{reply.text}")
-    for target in reply.targets:
+def _print_turn(record: TurnRecord, prefix: str = "") -> None:
+    typer.echo(f"{prefix}{record.text}")
+    for target in record.targets:
         x0, y0, x1, y1 = target.bbox
         typer.echo(f"  target {target.phrase!r}: {target.area} px, {target.granularity.value}, "
                    f"score {target.score:.2f}, box ({x0}, {y0}, {x1}, {y1})")
-    if reply.no_target and reply.reason:
-        typer.echo(f"  no target: {reply.reason}")
-    for note in reply.notes:  # how the reply was made (context left out, say): not part of the answer
+    if record.no_target and record.reason:
+        typer.echo(f"  no target: {record.reason}")
+    for note in record.notes:  # how the reply was made (context left out, say): not part of the answer
         typer.echo(f"note: {note}", err=True)
 
 
-def _session_json(session: Session) -> dict[str, Any]:
-    history = [turn.model_dump(mode="json") for turn in session.history]
-    return {
-        "image_size": list(session.image_size),
-        "reply": history[-1]["reply"] if history else None,
-        "history": history,
-        "intent": session.intent.model_dump(mode="json"),
-    }
-
-
 # -- chat -----------------------------------------------------------------------------------
-CHAT_HELP = "/reset forget the dialogue · /intent show the focus history · /save [DIR] save masks and transcript · /quit"
+CHAT_HELP = ("/reset forget the dialogue · /intent show the focus history · /save [DIR] save the session, masks "
+             "and overlays · /load DIR continue a saved session · /quit")
+
+
+@dataclass
+class _Chat:
+    """What a chat holds: its conversation, the image's pixels and path, and how it was opened."""
+
+    conversation: Conversation
+    pixels: np.ndarray
+    image: Path
+    preset: Optional[str]
+    log: Optional[Path]
+    as_json: bool
 
 
 def chat_command(
     image: Path = typer.Argument(..., help="Image file to talk about."),
     preset: Optional[str] = PresetOption,
+    server: Optional[str] = ServerOption,
+    log: Optional[Path] = LogOption,
+    as_json: bool = typer.Option(False, "--json", help="Print each turn as one line of JSON."),
 ) -> None:
     """Talk about IMAGE turn by turn; the dialogue and the intent are kept between turns."""
-    session = _open_session(image, preset)
-    typer.echo(f"Talking about {image} ({session.image_size[1]}x{session.image_size[0]}). {CHAT_HELP}")
+    conversation, pixels = _open_conversation(image, preset, server, log, "chat")
+    chat = _Chat(conversation, pixels, image, preset, log, as_json)
+    typer.echo(f"Talking about {image} ({pixels.shape[1]}x{pixels.shape[0]}). {CHAT_HELP}", err=as_json)
+    try:
+        _chat_loop(chat)
+    finally:
+        chat.conversation.close()
+
+
+def _chat_loop(chat: _Chat) -> None:
     while True:
         try:
-            line = input("you> ").strip()
+            line = input("" if chat.as_json else "you> ").strip()
         except EOFError:
-            typer.echo()
+            if not chat.as_json:
+                typer.echo()
             return
         if not line:
             continue
-        if line.startswith("/"):
-            if _chat_command(session, line):
-                return
-            continue
-        try:
-            _print_reply(session.ask(line), prefix="pixelagent> ")
-        except PixelAgentError as exc:  # one bad turn must not end the conversation
+        try:  # one bad turn or command must not end the conversation
+            if line.startswith("/"):
+                if _chat_command(chat, line):
+                    return
+                continue
+            record = chat.conversation.ask(line)
+        except PixelAgentError as exc:
             typer.echo(f"error: {exc}", err=True)
+            continue
+        if chat.as_json:
+            typer.echo(record.model_dump_json())
+        else:
+            _print_turn(record, prefix="pixelagent> ")
 
 
-def _chat_command(session: Session, line: str) -> bool:
+def _chat_command(chat: _Chat, line: str) -> bool:
     """Run one slash command; True means leave the chat."""
     command, _, argument = line.partition(" ")
+    argument = argument.strip()
+    say = functools.partial(typer.echo, err=chat.as_json)
     if command in {"/quit", "/exit"}:
         return True
     if command == "/reset":
-        session.reset()
-        typer.echo("dialogue and intent forgotten")
+        chat.conversation.reset()
+        say("dialogue and intent forgotten")
     elif command == "/intent":
-        typer.echo("\n".join(session.intent.transitions()) or "no focus yet")
+        say("\n".join(chat.conversation.record().intent.transitions) or "no focus yet")
     elif command == "/save":
-        folder = _save_session(session, Path(argument.strip() or "pixelagent-chat"))
-        typer.echo(f"saved to {folder}")
+        folder = _save_chat(chat, Path(argument or "pixelagent-chat"))
+        say(f"saved to {folder}")
+    elif command == "/load" and argument:
+        _load_chat(chat, Path(argument))
+        say(f"loaded {argument}: {len(chat.conversation.record().history)} turns about "
+            f"{chat.image} ({chat.pixels.shape[1]}x{chat.pixels.shape[0]})")
     else:
-        typer.echo(CHAT_HELP)
+        say(CHAT_HELP)
     return False
 
 
-def _save_session(session: Session, folder: Path) -> Path:
-    """Write each turn's mask and overlay, and the transcript, into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for turn in session.history:
-        mask = turn.reply.mask
-        if mask is not None:
-            mask.to_png(folder / f"turn{turn.index:02d}_mask.png")
-            mask.overlay(session.image).save(folder / f"turn{turn.index:02d}_overlay.png")
-    (folder / "session.json").write_text(json.dumps(_session_json(session), indent=2))
+def _save_chat(chat: _Chat, folder: Path) -> Path:
+    """The session (Session.save's format), plus each turn's mask and overlay PNG, into ``folder``."""
+    from pixelagent.server.render import mask_png, overlay_png
+    from pixelagent.session import save_record
+
+    record = chat.conversation.record()
+    save_record(folder, record, chat.pixels, chat.image, chat.conversation.preset)
+    for turn_record in record.history:
+        if not turn_record.no_target:
+            turn = turn_record.to_turn()
+            (folder / f"turn{turn.index:02d}_mask.png").write_bytes(mask_png(turn) or b"")
+            (folder / f"turn{turn.index:02d}_overlay.png").write_bytes(overlay_png(chat.pixels, turn))
     return folder
+
+
+def _load_chat(chat: _Chat, folder: Path) -> None:
+    """Continue the session saved in ``folder`` (with the model in this process)."""
+    from pixelagent.conversation import LocalConversation, LoggedConversation
+    from pixelagent.session import Session
+
+    logged = chat.conversation if isinstance(chat.conversation, LoggedConversation) else None
+    current = logged.inner if logged is not None else chat.conversation
+    if not isinstance(current, LocalConversation):
+        raise PixelAgentError("/load needs the model in this process; run chat without --server to continue "
+                              "a saved session")
+    session = Session.load(folder, current.session.agent)
+    loaded: Conversation = LocalConversation(session)
+    if logged is not None:
+        logged.owns_log = False  # the log goes on with the loaded session
+        loaded = LoggedConversation(loaded, logged.log, "chat", str(session.image_path or folder), owns_log=True)
+    chat.conversation, chat.pixels = loaded, session.image
+    chat.image = session.image_path or folder / "image.png"
+
+
+# -- batch ----------------------------------------------------------------------------------
+def batch_command(
+    images: Path = typer.Argument(..., help="Folder of images (png, jpg, webp, bmp, gif, tif), one session each."),
+    ask: list[str] = typer.Option(..., "--ask", "-a", help="A question, asked of every image in order (repeatable)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for results.jsonl and each image's mask and overlay PNGs."),
+    preset: Optional[str] = PresetOption,
+    as_json: bool = typer.Option(False, "--json", help="Print each finished image's record as one line of JSON."),
+    server: Optional[str] = ServerOption,
+    log: Optional[Path] = LogOption,
+) -> None:
+    """Ask every image in IMAGES the --ask questions; masks (PNG + RLE JSON Lines) and overlays go to --out.
+
+    Resumable: a rerun with the same questions skips the images already in OUT/results.jsonl.
+    """
+    from pixelagent.batch import find_images, run_batch
+    from pixelagent.conversation import LocalConversation, LoggedConversation
+    from pixelagent.logs import open_log
+
+    files = find_images(images)
+    turn_log = open_log(log)
+    if server:
+        client = _server_client(server, preset)
+
+        def start(path: Path, pixels: np.ndarray, data: bytes) -> Conversation:
+            return client.open(path, data)
+    else:
+        from pixelagent.agent import Agent
+        from pixelagent.session import Session
+
+        _check_questions(ask, preset)
+        agent = Agent(preset)
+
+        def start(path: Path, pixels: np.ndarray, data: bytes) -> Conversation:
+            session = Session(agent, pixels)
+            session.image_path = path
+            return LocalConversation(session)
+
+    def open_conversation(path: Path, pixels: np.ndarray, data: bytes) -> Conversation:
+        conversation = start(path, pixels, data)
+        return conversation if turn_log is None else LoggedConversation(conversation, turn_log, "batch", str(path))
+
+    try:
+        summary = run_batch(files, ask, out, open_conversation,
+                            on_record=(lambda record: typer.echo(record.model_dump_json())) if as_json else None,
+                            on_failure=lambda name, why: typer.echo(f"failed: {name}: {why}", err=True),
+                            progress=sys.stderr.isatty())
+    finally:
+        if turn_log is not None:
+            turn_log.close()
+        if server:
+            client.close()
+    typer.echo(f"{summary.total} images: {len(summary.done)} done now, {len(summary.skipped)} done before, "
+               f"{len(summary.failed)} failed; results in {out / 'results.jsonl'}", err=as_json)
+    if summary.failed:
+        raise PixelAgentError(f"{len(summary.failed)} of {summary.total} images failed (listed above); rerun the "
+                              "same command to retry them")
+
+
+# -- serve ----------------------------------------------------------------------------------
+def serve_command(
+    preset: Optional[str] = PresetOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    workers: int = typer.Option(2, "--workers", min=1, help="Turns that run at once (threads; one process holds "
+                                                            "the sessions, so there is one server process)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the preset's)."),
+    max_sessions: int = typer.Option(64, "--max-sessions", min=1, help="Sessions held at once; more get 429."),
+    idle_expiry: float = typer.Option(900.0, "--idle-expiry", help="Seconds before an unused session is deleted."),
+    max_encoded: int = typer.Option(16, "--max-encoded", min=1,
+                                    help="Sessions whose image encodings stay cached (least recently used dropped)."),
+    max_upload_bytes: int = typer.Option(20 << 20, "--max-upload-bytes", help="Largest image upload (413 beyond)."),
+    max_image_pixels: int = typer.Option(4096 * 4096, "--max-image-pixels", help="Largest width x height (413 beyond)."),
+    max_json_bytes: int = typer.Option(1 << 20, "--max-json-bytes", help="Largest other JSON body (413 beyond)."),
+    log: Optional[Path] = LogOption,
+) -> None:
+    """Serve the HTTP API and the web page (http://HOST:PORT/); the model loads once, sessions stay."""
+    from pydantic import ValidationError
+
+    from pixelagent.logs import LOG_ENV
+    from pixelagent.schema import validation_message
+    from pixelagent.server import ServerSettings, require_serve_extra, serve
+
+    require_serve_extra()
+    if preset is not None:  # a misspelt preset fails here, in one line, not later on /health
+        from pixelagent.agent import resolve_preset
+
+        resolve_preset(preset)
+    chosen_log = log or os.environ.get(LOG_ENV)
+    try:
+        settings = ServerSettings(preset=preset, host=host, port=port, workers=workers, device=device,
+                                  max_sessions=max_sessions, idle_expiry_s=idle_expiry, max_encoded_sessions=max_encoded,
+                                  max_upload_bytes=max_upload_bytes, max_image_pixels=max_image_pixels,
+                                  max_json_bytes=max_json_bytes, log=str(chosen_log) if chosen_log else None)
+    except ValidationError as exc:
+        from pixelagent.errors import ConfigError
+
+        raise ConfigError(validation_message(exc, "invalid serve options")) from None
+    typer.echo(f"pixelagent: serving http://{host}:{port}/ (the model loads in the background; GET /health "
+               "answers 200 once it is ready)", err=True)
+    serve(settings)
+
+
+# -- logs -----------------------------------------------------------------------------------
+def logs_command(
+    db: Optional[Path] = typer.Option(None, "--db", help="The log database (default: $PIXELAGENT_LOG)."),
+    count: int = typer.Option(20, "--count", "-n", min=0, help="How many of the latest turns (0: all)."),
+    conversation: Optional[str] = typer.Option(None, "--conversation", "-c", help="Only this conversation's turns."),
+    as_json: bool = typer.Option(False, "--json", help="Print the entries as a JSON array."),
+) -> None:
+    """Show the latest logged turns (written with --log or $PIXELAGENT_LOG), oldest first."""
+    from pixelagent.errors import ConfigError
+    from pixelagent.files import check_regular_file
+    from pixelagent.logs import LOG_ENV, TurnLog
+
+    chosen = db or os.environ.get(LOG_ENV)
+    if not chosen:
+        raise ConfigError(f"no log to read: pass --db PATH or set ${LOG_ENV} (turns are logged by --log or ${LOG_ENV})")
+    check_regular_file(chosen, "log")
+    with TurnLog(chosen) as turn_log:
+        entries = turn_log.entries(limit=count or None, conversation=conversation)
+    if as_json:
+        typer.echo(json.dumps(entries, indent=2))
+        return
+    for entry in entries:
+        turn = entry["turn"]
+        typer.echo(f"{turn['time']}  {entry['source']}  {entry['preset']}  conversation {entry['conversation']}  "
+                   f"turn {turn['turn']}  {entry['image']}")
+        typer.echo(f"  you:   {turn['question']}")
+        typer.echo(f"  agent: {turn['text']}")
+        for target in turn["targets"]:
+            typer.echo(f"         → {target['phrase']!r} ({target['granularity']}, {target['area']} px)")
 
 
 # -- recipes ------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from pixelagent.errors import ConfigError, UnknownNameError
@@ -47,6 +48,7 @@ def run_recipe(name: str, argv: list[str]) -> int:
         raise UnknownNameError(f"unknown recipe {name!r}; available: {available}")
     spec = importlib.util.spec_from_file_location(f"pixelagent_recipe_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # what dataclasses and pickling look a module up by
     spec.loader.exec_module(module)
     if not hasattr(module, "main"):
         raise ConfigError(f"recipe {path} defines no main(argv) function")

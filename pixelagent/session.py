@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -48,6 +50,9 @@ class Session:
         self._llm_state: dict[str, Any] = {}
         self._history: list[Turn] = []
         self._intent = IntentState()
+        #: The file the image was read from, when known: :meth:`save` then references it (path
+        #: and SHA-256) instead of writing the pixels out. Set it after ``agent.session(path)``.
+        self.image_path: Path | None = None
 
     # -- what users read ---------------------------------------------------------------------
     @property
@@ -159,3 +164,225 @@ class Session:
             if self._image_embedding is _UNSET:
                 self._image_embedding = self.agent.parts["mask_decoder"].embed_image(self.image)
             return self._image_embedding
+
+    # -- saved sessions ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, image_path: str | os.PathLike | None = None) -> Path:
+        """Write this session to the folder ``path`` (created if needed); return ``path``.
+
+        ``path/session.json`` holds the history (every turn with its masks as COCO RLE), the
+        intent and a reference to the image: its path and SHA-256 when the image came from a file
+        (``image_path``, else :attr:`image_path`) whose pixels are still the session's, otherwise
+        the pixels themselves beside it as ``path/image.png``. Encodings are not saved;
+        :meth:`load` recomputes them. The format is :class:`pixelagent.schema.SavedSession`.
+        """
+        with self._lock:
+            return _save(self, Path(path), image_path if image_path is not None else self.image_path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, agent: Agent) -> Session:
+        """The session saved in the folder (or ``session.json``) ``path``, opened on ``agent``.
+
+        Everything read is checked, as any input: the file's size and JSON, every field's type,
+        the image's SHA-256 (a changed or missing image is refused), each question against the
+        agent's limits, each mask's RLE and size. The intent is recomputed from the masks; image
+        encodings are computed again on the next turn. Raises
+        :class:`~pixelagent.errors.InputError` (or :class:`~pixelagent.errors.ImageError`) with
+        one line naming the file and the problem.
+        """
+        return _load(Path(path), agent)
+
+    def _restore(self, turns: list[Turn]) -> None:
+        """Replace the dialogue with ``turns`` (already validated) and replay the intent."""
+        with self._lock:
+            self._history = list(turns)
+            self._intent = IntentState()
+            self._llm_state.clear()
+            for turn in self._history:
+                self._intent.update(turn.index, turn.reply)
+
+
+# -- the saved-session folder: session.json (+ image.png) ---------------------------------------
+SESSION_FILE = "session.json"
+IMAGE_FILE = "image.png"
+#: Largest session.json read back: 256 MiB (200 turns of 1024x1024 masks as RLE are a few MB).
+MAX_SAVED_BYTES = 256 << 20
+#: Longest reply text accepted from a saved file (a reply is a few hundred characters).
+MAX_SAVED_TEXT_CHARS = 100_000
+
+
+def _save(session: Session, folder: Path, image_path: str | os.PathLike | None) -> Path:
+    from pixelagent.schema import session_record
+
+    return save_record(folder, session_record(session), session.image, image_path, session.agent.preset.name)
+
+
+def save_record(folder: str | os.PathLike, record: Any, pixels: np.ndarray,
+                image_path: str | os.PathLike | None, preset: str) -> Path:
+    """Write a :class:`~pixelagent.schema.SessionRecord` about ``pixels`` as a saved-session folder.
+
+    What :meth:`Session.save` does, for a record that came from elsewhere (a server's
+    ``GET /v1/sessions/{id}``, say): ``image_path`` is referenced when it still holds ``pixels``,
+    else the pixels are written beside it.
+    """
+    from datetime import datetime, timezone
+
+    from pixelagent.schema import SavedSession
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = _file_reference(pixels, Path(image_path), folder) if image_path is not None else None
+    if reference is None:
+        reference = _embed_image(pixels, folder)
+    elif (folder / IMAGE_FILE).is_file():
+        (folder / IMAGE_FILE).unlink()  # a stale copy from an earlier save would mislead
+    document = SavedSession(**dict(record), preset=preset, saved=datetime.now(timezone.utc), image=reference)
+    _write_atomically(folder / SESSION_FILE, document.model_dump_json(indent=2).encode("utf-8"))
+    return folder
+
+
+def _file_reference(pixels: np.ndarray, image_path: Path, folder: Path) -> Any:
+    """A reference to ``image_path`` if it still decodes to ``pixels``, else None (embed them)."""
+    import hashlib
+
+    from pixelagent.errors import ImageError
+    from pixelagent.files import read_bytes
+    from pixelagent.images import load_image
+    from pixelagent.schema import ImageReference
+
+    try:
+        data = read_bytes(image_path, "image", max_bytes=None, error=ImageError)
+        same = np.array_equal(load_image(data, max_pixels=None), pixels)
+    except ImageError as exc:
+        logger.info("pixelagent: saving the pixels instead of a reference: %s", exc)
+        return None
+    if not same:
+        logger.info("pixelagent: %s no longer holds the session's image; saving the pixels", image_path)
+        return None
+    absolute = image_path.resolve()
+    return ImageReference(embedded=False, path=str(absolute), relative=os.path.relpath(absolute, folder.resolve()),
+                          sha256=hashlib.sha256(data).hexdigest(), size=pixels.shape[:2])
+
+
+def _embed_image(pixels: np.ndarray, folder: Path) -> Any:
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    from pixelagent.schema import ImageReference
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    _write_atomically(folder / IMAGE_FILE, data)
+    return ImageReference(embedded=True, relative=IMAGE_FILE, sha256=hashlib.sha256(data).hexdigest(),
+                          size=pixels.shape[:2])
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: a killed save never leaves half a file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(data)
+    os.replace(partial, path)
+
+
+def _load(path: Path, agent: Agent) -> Session:
+    import json
+
+    from pydantic import ValidationError
+
+    from pixelagent.errors import InputError
+    from pixelagent.files import read_text
+    from pixelagent.schema import SAVED_FORMAT, SAVED_FORMAT_VERSION, SavedSession, validation_message
+
+    file = path / SESSION_FILE if path.is_dir() else path
+    text = read_text(file, "saved session", max_bytes=MAX_SAVED_BYTES, error=InputError)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"saved session {file} is not valid JSON ({exc}); was it written by Session.save?") from None
+    if not isinstance(data, dict) or data.get("format") != SAVED_FORMAT:
+        raise InputError(f"{file} is not a saved pixelagent session (it has no \"format\": \"{SAVED_FORMAT}\"); "
+                         "pass a folder written by Session.save or chat's /save")
+    version = data.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SAVED_FORMAT_VERSION:
+        raise InputError(f"saved session {file} has format_version {version!r}; this pixelagent reads "
+                         f"1 to {SAVED_FORMAT_VERSION} (upgrade pixelagent for newer files)")
+    unknown = sorted(set(data) - set(SavedSession.model_fields))
+    if unknown:
+        logger.warning("pixelagent: %s: ignoring unknown keys %s", file, ", ".join(map(repr, unknown[:10])))
+    try:
+        saved = SavedSession.model_validate(data)
+    except ValidationError as exc:
+        raise InputError(validation_message(exc, f"saved session {file} is invalid")) from None
+    if saved.preset != agent.preset.name:
+        logger.info("pixelagent: %s was saved with %s; continuing it on %s", file, saved.preset, agent.preset.name)
+    pixels, image_path = _saved_image(saved, file)
+    session = Session(agent, pixels)
+    session._restore(_saved_turns(saved, session.image_size, agent.preset.limits, file))
+    session.image_path = image_path
+    return session
+
+
+def _saved_image(saved: Any, file: Path) -> tuple[np.ndarray, Path | None]:
+    """The saved session's pixels, checked against the recorded SHA-256 and size."""
+    import hashlib
+
+    from pixelagent.errors import ImageError, InputError
+    from pixelagent.files import read_bytes
+    from pixelagent.images import load_image
+
+    reference = saved.image
+    folder = file.parent
+    if reference.embedded:
+        candidates = [folder / IMAGE_FILE]  # a fixed name: the file cannot point elsewhere
+    else:
+        candidates = [Path(p) for p in (reference.path, reference.relative and folder / reference.relative) if p]
+    found = next((c for c in candidates if c.exists()), None)
+    if found is None:
+        names = " or ".join(str(c) for c in candidates) or "no path"
+        raise InputError(f"saved session {file}: its image is missing (looked for {names}); "
+                         "put the image back or save the session again")
+    data = read_bytes(found, "image", max_bytes=None, error=ImageError)
+    if hashlib.sha256(data).hexdigest() != reference.sha256:
+        raise InputError(f"saved session {file}: the image {found} has changed since the session was saved "
+                         "(its SHA-256 differs); the masks would not match it: restore the original image")
+    pixels = load_image(data)
+    size = tuple(pixels.shape[:2])
+    if size != tuple(reference.size) or size != tuple(saved.image_size):
+        raise InputError(f"saved session {file}: the image is {size[0]}x{size[1]} but the file records "
+                         f"{saved.image_size[0]}x{saved.image_size[1]}; the file has been edited")
+    return pixels, None if reference.embedded else found
+
+
+def _saved_turns(saved: Any, image_size: tuple[int, int], limits: Any, file: Path) -> list[Turn]:
+    """The saved turns as :class:`Turn` objects, each field checked like fresh input."""
+    from pixelagent.errors import InputError, MaskError
+    from pixelagent.limits import check_text_encodable
+
+    if len(saved.history) > limits.max_turns:
+        raise InputError(f"saved session {file} holds {len(saved.history)} turns, over this model's "
+                         f"limits.max_turns of {limits.max_turns}")
+    turns = []
+    for position, record in enumerate(saved.history, start=1):
+        where = f"saved session {file}: turn {position}"
+        if record.turn != position:
+            raise InputError(f"{where} is numbered {record.turn}; turns must be numbered 1, 2, ... in order")
+        try:
+            check_question(record.question, limits)
+            texts = [record.text, record.raw_text, record.reason or "", *record.notes,
+                     *(t.phrase for t in record.targets)]
+            for text in texts:
+                if len(text) > MAX_SAVED_TEXT_CHARS:
+                    raise InputError(f"a text field is {len(text):,} characters, over {MAX_SAVED_TEXT_CHARS:,}")
+                check_text_encodable(text, "a text field")
+            turn = record.to_turn()
+        except (InputError, MaskError) as exc:
+            raise InputError(f"{where}: {exc}") from None
+        for target in turn.reply.targets:
+            if target.mask.shape != image_size or target.mask.is_empty:
+                raise InputError(f"{where}: the mask of {target.phrase!r} is {target.mask.shape[0]}x"
+                                 f"{target.mask.shape[1]} or empty; masks must be non-empty at the image's "
+                                 f"{image_size[0]}x{image_size[1]}")
+        turns.append(turn)
+    return turns

@@ -131,3 +131,59 @@ def test_segment_without_a_preset_says_which_model_it_chose(fake, scene_file, ca
     captured = capsys.readouterr()
     assert captured.err == "using fake: from $PIXELAGENT_PRESET\n"
     assert json.loads(captured.out)["reply"]["targets"]  # stdout stays machine-readable
+
+
+def test_new_commands_are_listed_and_serve_help_imports_no_torch():
+    probe = ("import sys\nfrom pixelagent.cli import main\ncode = main(['serve', '--help'])\n"
+             "heavy = sorted(m for m in ('torch', 'transformers', 'fastapi', 'uvicorn') if m in sys.modules)\n"
+             "print('HEAVY', heavy, code)\ncode = main(['--help'])\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert "--max-sessions" in result.stdout and "--workers" in result.stdout
+    assert "HEAVY [] 0" in result.stdout, result.stdout + result.stderr
+    assert all(name in result.stdout for name in ("serve", "batch", "logs"))
+
+
+def test_serve_refuses_bad_settings_in_one_line(capsys):
+    code, _, err = run_cli(capsys, "serve", "--idle-expiry", "0", "--port", "1")
+    assert code == 1 and err.startswith("error: invalid serve options: idle_expiry_s:") and err.count("\n") == 1
+
+
+def test_segment_json_carries_the_schema_version(fake, scene_file, capsys):
+    code, out, _ = run_cli(capsys, "segment", str(scene_file), "its blue label", "-t", "the red bottle", "-p", "fake",
+                           "--json")
+    data = json.loads(out)
+    assert code == 0 and data["schema_version"] == 1 and data["reply"]["schema_version"] == 1
+    assert data["reply"] == data["history"][-1] and data["reply"]["turn"] == 2
+    assert data["reply"]["intent"] == {k: v for k, v in data["intent"]["focuses"][1].items()}
+    assert data["intent"]["transitions"][1] == "turn 2: 'the blue region' (refine, coarse)"
+    target = data["reply"]["targets"][0]
+    assert set(target) == {"phrase", "mask", "bbox", "score", "granularity", "area"}
+
+
+def test_chat_saves_and_loads_a_session(fake, scene_file, tmp_path, capsys, monkeypatch):
+    saved = tmp_path / "saved"
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"the red bottle\nits blue label\n/save {saved}\n/quit\n"))
+    assert run_cli(capsys, "chat", str(scene_file), "-p", "fake")[0] == 0
+    document = json.loads((saved / "session.json").read_text())
+    assert document["format"] == "pixelagent-session" and document["image"]["path"] == str(scene_file.resolve())
+    other = tmp_path / "other.png"
+    Image.new("RGB", (10, 10)).save(other)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"/load {saved}\nthe green word\n/intent\n/load {tmp_path}/none\n"
+                                                  "/quit\n"))
+    code, out, err = run_cli(capsys, "chat", str(other), "-p", "fake")
+    assert code == 0 and f"loaded {saved}: 2 turns about {scene_file.resolve()} (128x96)" in out
+    assert "turn 3: 'the green region' (refine, medium)" in out  # the dialogue went on from turn 2
+    assert err.startswith("error: ") and "does not exist" in err
+
+
+def test_chat_json_prints_turns_only_on_stdout(fake, scene_file, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", io.StringIO("the red bottle\nhello\n/intent\n"))
+    code, out, err = run_cli(capsys, "chat", str(scene_file), "-p", "fake", "--json")
+    turns = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and [t["turn"] for t in turns] == [1, 2] and turns[1]["no_target"]
+    assert "Talking about" in err and "turn 1: 'the red region'" in err
+
+
+def test_serve_refuses_an_unknown_preset_at_once(capsys):
+    code, _, err = run_cli(capsys, "serve", "--preset", "no-such-preset")
+    assert code == 1 and "unknown preset 'no-such-preset'; available:" in err

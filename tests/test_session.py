@@ -1,12 +1,14 @@
 """Sessions end to end on the fake plugin: caching, history, intent, isolation, image sizes."""
 
+import json
+import os
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from pixelagent import Agent
+from pixelagent import Agent, Session
 from pixelagent.errors import InputError, PartError
 from pixelagent.intent import Relation
 from pixelagent.parts import Generation, MaskPrediction
@@ -165,3 +167,105 @@ def test_decoder_scores_are_clipped(fake, scene, monkeypatch):
                         lambda emb, prompts, size: [MaskPrediction(np.ones(size, bool), 1.7)])
     assert agent.session(scene).ask("red").targets[0].score == 1.0
     assert isinstance(Generation(text="x").extras, dict)
+
+
+# -- save / load ------------------------------------------------------------------------------------
+def _talked(agent, image, questions=("the red bottle", "its blue label", "hello", "the green word")):
+    session = agent.session(image)
+    for question in questions:
+        session.ask(question)
+    return session
+
+
+def test_save_and_load_round_trip_with_embedded_pixels(fake, scene, tmp_path):
+    agent = Agent("fake")
+    session = _talked(agent, scene)
+    folder = session.save(tmp_path / "saved")
+    assert sorted(p.name for p in folder.iterdir()) == ["image.png", "session.json"]
+    loaded = Session.load(folder, agent)
+    np.testing.assert_array_equal(loaded.image, scene)
+    assert [t.question for t in loaded.history] == [t.question for t in session.history]
+    for old, new in zip(session.history, loaded.history):
+        assert new.reply.text == old.reply.text and new.reply.raw_text == old.reply.raw_text
+        assert [t.mask for t in new.reply.targets] == [t.mask for t in old.reply.targets]
+        assert new.time == old.time
+    assert loaded.intent.transitions() == session.intent.transitions()
+    encodes = agent.parts["visual_encoder"].calls.count
+    loaded.ask("the yellow sign")  # the dialogue continues; the encodings are computed again
+    assert agent.parts["visual_encoder"].calls.count == encodes + 1
+    assert loaded.history[-1].index == 5 and loaded.intent.current.relation is Relation.SWITCH
+
+
+def test_save_references_the_image_file_and_load_detects_a_change(fake, scene, tmp_path):
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene).save(image)
+    agent = Agent("fake")
+    session = agent.session(image)
+    session.image_path = image
+    session.ask("the red bottle")
+    folder = session.save(tmp_path / "saved")
+    document = json.loads((folder / "session.json").read_text())
+    assert not (folder / "image.png").exists()
+    assert document["image"]["path"] == str(image.resolve()) and document["image"]["embedded"] is False
+    assert document["format"] == "pixelagent-session" and document["schema_version"] == 1
+    assert Session.load(folder, agent).image_path == image.resolve()
+    changed = scene.copy()
+    changed[0, 0] = 0
+    Image.fromarray(changed).save(image)
+    with pytest.raises(InputError, match="has changed since the session was saved"):
+        Session.load(folder, agent)
+    image.unlink()
+    with pytest.raises(InputError, match="its image is missing"):
+        Session.load(folder, agent)
+
+
+def test_save_embeds_the_pixels_when_the_file_no_longer_matches(fake, scene, tmp_path):
+    image = tmp_path / "scene.png"
+    Image.fromarray(scene).save(image)
+    session = Agent("fake").session(image)
+    Image.fromarray(scene[::-1].copy()).save(image)  # edited after the session opened
+    folder = session.save(tmp_path / "saved", image_path=image)
+    assert (folder / "image.png").exists()
+    assert json.loads((folder / "session.json").read_text())["image"]["embedded"] is True
+
+
+def _edit(folder, change):
+    path = folder / "session.json"
+    document = json.loads(path.read_text())
+    change(document)
+    path.write_text(json.dumps(document))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(format="other"), "is not a saved pixelagent session"),
+    (lambda d: d.update(format_version=99), "format_version 99"),
+    (lambda d: d["history"][0].update(turn=7), "is numbered 7"),
+    (lambda d: d["history"][0].update(question=""), "question is empty"),
+    (lambda d: d["history"][0].update(question="x" * 9000), "limits.max_question_chars"),
+    (lambda d: d["history"][0].update(text="\ud800"), "lone surrogate"),
+    (lambda d: d["history"][0]["targets"][0].update(score=3), "less than or equal to 1"),
+    (lambda d: d["history"][0]["targets"][0]["mask"].update(counts="zz"), "counts"),
+    (lambda d: d["history"][0]["targets"][0]["mask"].update(size=[2, 2], counts="04"), "masks must be non-empty"),
+    (lambda d: d["history"].__setitem__(0, 5), "history.0"),
+    (lambda d: d["image"].update(sha256="0" * 64), "has changed"),
+    (lambda d: d.update(image_size=[1, 1]), "the file has been edited"),
+])
+def test_load_validates_everything(fake, scene, tmp_path, change, message):
+    agent = Agent("fake")
+    folder = _talked(agent, scene, ["the red bottle"]).save(tmp_path / "saved")
+    _edit(folder, change)
+    with pytest.raises(InputError, match=message) as info:
+        Session.load(folder, agent)
+    assert "\n" not in str(info.value)
+
+
+def test_load_refuses_what_is_not_a_session_file(fake, tmp_path):
+    agent = Agent("fake")
+    (tmp_path / "session.json").write_text("{not json")
+    with pytest.raises(InputError, match="is not valid JSON"):
+        Session.load(tmp_path, agent)
+    with pytest.raises(InputError, match="does not exist"):
+        Session.load(tmp_path / "nowhere", agent)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(InputError, match="FIFO"):
+        Session.load(tmp_path / "fifo", agent)
