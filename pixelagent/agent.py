@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from pixelagent.batching import Coalescer, InFlight
 from pixelagent.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from pixelagent.parts import Part
 from pixelagent.presets import Preset, load_preset_file, looks_like_preset_file
@@ -27,6 +29,7 @@ MIRAS_WEIGHTS_ENV = "PIXELAGENT_MIRAS_WEIGHTS"
 DEFAULT_PRESET = "miras-tiny"
 
 logger = logging.getLogger("pixelagent")
+_COALESCER_LOCK = threading.Lock()
 
 
 class Agent:
@@ -53,7 +56,9 @@ class Agent:
             logger.info("pixelagent: using %s (%s)", preset, self.choice)
         base = resolve_preset(preset, registry)
         self.preset: Preset = base.with_overrides(**overrides) if overrides else base
-        self.parts: dict[str, Part] = _build(registry, self.preset)
+        #: this agent's turns under way, from any session or thread (parts batch concurrent ones)
+        self.in_flight = InFlight()
+        self.parts: dict[str, Part] = _build(registry, self.preset, self.in_flight)
         #: torch's CPU thread count this agent set, or None if it left torch's own
         self.threads = choose_threads(self.preset, self.parts)
 
@@ -62,7 +67,19 @@ class Agent:
         """An agent over parts you already hold (e.g. ``SegmentationModel.parts`` after training)."""
         agent = cls.__new__(cls)
         agent.preset, agent.parts, agent.choice = preset, dict(parts), "given"
+        agent.in_flight, agent.threads = InFlight(), None
         return agent
+
+    def shared(self, kind: str, method: str) -> Coalescer:
+        """The :class:`~pixelagent.batching.Coalescer` that runs ``parts[kind].method`` (a
+        ``*_many`` method) for the concurrent turns of this agent's sessions."""
+        key = (kind, method)
+        coalescers = self.__dict__.setdefault("_coalescers", {})
+        if key not in coalescers:
+            with _COALESCER_LOCK:
+                if key not in coalescers:
+                    coalescers[key] = Coalescer(getattr(self.parts[kind], method), self.in_flight)
+        return coalescers[key]
 
     def session(self, image: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Session:
         """Open a conversation about ``image`` (a path, bytes, PIL image or numpy array).
@@ -87,17 +104,17 @@ class Agent:
         return f"Agent(preset={self.preset.name!r}, {names})"
 
 
-def _build(registry: Any, preset: Preset) -> dict[str, Part]:
+def _build(registry: Any, preset: Preset, in_flight: InFlight) -> dict[str, Part]:
     """The preset's parts for inference, with its trained weights loaded. When the weights file
     holds every weight (a complete save), the parts skip their random initialisation: the
     strict load that follows overwrites every weight anyway."""
     if not preset.weights:
-        return registry.build(preset, inference=True)
+        return registry.build(preset, inference=True, in_flight=in_flight)
     from pixelagent.nn.device import skip_random_init
     from pixelagent.nn.model import is_complete_save, load_weights_into
 
     with skip_random_init() if is_complete_save(preset.weights) else contextlib.nullcontext():
-        parts = registry.build(preset, inference=True)
+        parts = registry.build(preset, inference=True, in_flight=in_flight)
     load_weights_into(parts, preset)
     return parts
 

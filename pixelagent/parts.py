@@ -124,6 +124,11 @@ class VisualEncoder(Part):
     def encode(self, image: np.ndarray) -> Any:
         """Encode an RGB uint8 image (H, W, 3). Called once per session."""
 
+    def encode_many(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """``[encode(image) for image in images]``, for the images of sessions opening at the same
+        time (:mod:`pixelagent.batching`); override to run them as one batch."""
+        return [self.encode(image) for image in images]
+
 
 class LLMBackbone(Part):
     """Visual features + dialogue → reply text (+ hidden states)."""
@@ -162,6 +167,13 @@ class MaskDecoder(Part):
         self, image_embedding: Any, prompts: list[DecoderPrompt], image_size: tuple[int, int]
     ) -> list[MaskPrediction]:
         """One prediction per prompt, in order; masks at ``image_size`` (H, W) or lower."""
+
+    def decode_many(self, requests: Sequence[tuple[Any, list[DecoderPrompt], tuple[int, int]]]
+                    ) -> list[list[MaskPrediction]]:
+        """:meth:`decode` for the turns of several sessions at once, each request
+        ``(image_embedding, prompts, image_size)`` (:mod:`pixelagent.batching`); override to run
+        them as one batch."""
+        return [self.decode(*request) for request in requests]
 
 
 PART_BASES: dict[str, type[Part]] = {

@@ -81,12 +81,15 @@ class BuildContext:
             that several parts are views of.
         inference: the parts are built to answer (an :class:`~pixelagent.Agent`), not to train:
             a builder may then fold adapters into weights or skip what only training needs.
+        in_flight: the agent's turns under way (:class:`pixelagent.batching.InFlight`), for
+            parts that share work between concurrent turns (see :mod:`pixelagent.batching`).
     """
 
     preset: Preset
     parts: dict[str, Part] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
     inference: bool = False
+    in_flight: Any = field(default_factory=lambda: _in_flight())
 
     @cached_property
     def device(self) -> str:
@@ -190,12 +193,13 @@ class Registry:
         if problems:
             raise ConfigError(f"preset {preset.name!r} cannot be built: " + "; ".join(problems))
 
-    def build(self, preset: Preset, inference: bool = False) -> dict[str, Part]:
+    def build(self, preset: Preset, inference: bool = False, in_flight: Any = None) -> dict[str, Part]:
         """Build one part of each kind, in :data:`PART_KINDS` order, after checking the preset.
 
-        ``inference``: built to answer, not to train (see :attr:`BuildContext.inference`)."""
+        ``inference``: built to answer, not to train (see :attr:`BuildContext.inference`);
+        ``in_flight``: the agent's turn counter (:attr:`BuildContext.in_flight`)."""
         self.check(preset)
-        context = BuildContext(preset, inference=inference)
+        context = BuildContext(preset, inference=inference, in_flight=in_flight or _in_flight())
         for kind in PART_KINDS:
             choice = preset.choice(kind)
             spec = self.part(kind, choice.name)
@@ -207,6 +211,12 @@ class Registry:
                 )
             context.parts[kind] = part
         return dict(context.parts)
+
+
+def _in_flight() -> Any:
+    from pixelagent.batching import InFlight
+
+    return InFlight()
 
 
 _cache_lock = threading.Lock()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -23,6 +24,21 @@ if TYPE_CHECKING:
 
 _UNSET: Any = object()
 logger = logging.getLogger("pixelagent")
+
+
+def _shared(agent: Agent, kind: str, method: str, item: Any) -> Any:
+    """``parts[kind].method([item])[0]``, batched with other sessions' concurrent turns when the
+    agent shares work between them (:meth:`pixelagent.Agent.shared`)."""
+    shared = getattr(agent, "shared", None)
+    if shared is None:
+        return getattr(agent.parts[kind], method)([item])[0]
+    return shared(kind, method).submit(item)
+
+
+def _in_flight(agent: Agent) -> Any:
+    """The agent's turn counter (parts batch concurrent turns); a no-op for agents without one."""
+    counter = getattr(agent, "in_flight", None)
+    return counter if counter is not None else contextlib.nullcontext()
 
 
 class Session:
@@ -99,7 +115,7 @@ class Session:
         """
         limits = self.agent.preset.limits
         check_question(question, limits)
-        with self._lock:
+        with self._lock, _in_flight(self.agent):
             check_turn_budget(len(self._history), limits)
             generation = self._respond(question)
             reply = self._reply_for(generation)
@@ -135,8 +151,8 @@ class Session:
         return Reply(text=text, raw_text=generation.text, targets=kept, reason=reason, notes=notes)
 
     def _decode(self, prompts: list[DecoderPrompt]) -> list[MaskPrediction]:
-        predictions = self.agent.parts["mask_decoder"].decode(
-            self.image_embedding(), prompts, self.image_size)
+        predictions = _shared(self.agent, "mask_decoder", "decode_many",
+                              (self.image_embedding(), prompts, self.image_size))
         if len(predictions) != len(prompts):
             raise PartError(f"mask decoder returned {len(predictions)} masks for {len(prompts)} prompts")
         return predictions
@@ -155,7 +171,7 @@ class Session:
         """The visual encoder's output for this image, computed on first use only."""
         with self._lock:
             if self._visual is _UNSET:
-                self._visual = self.agent.parts["visual_encoder"].encode(self.image)
+                self._visual = _shared(self.agent, "visual_encoder", "encode_many", self.image)
             return self._visual
 
     def image_embedding(self) -> Any:

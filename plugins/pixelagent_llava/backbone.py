@@ -185,22 +185,15 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         turn's own; the decoding is shared with the turns other threads run at the same time
         (:mod:`pixelagent_llava.batching`) unless ``batch_sessions`` is off.
         """
-        batcher = self._batcher if self.settings.batch_sessions else None
-        if batcher is not None:
-            batcher.enter()
-        try:
-            # the prompt was fitted to leave max_new_tokens positions; never run past the window
-            room = self.context_window - cache.get_seq_length() - embeds.shape[0] + 1
-            budget = max(0, min(self.settings.max_new_tokens, room))
-            if budget == 0:
-                return [], [], cache
-            state = self._step(embeds.unsqueeze(0), None, None, cache)
-            job = DecodeJob(cache, cache.get_seq_length(), int(self.llava.lm_head(state).argmax(-1)[0]), state[0], budget)
-            job = batcher.decode(job) if batcher is not None else self._solo.decode(job)
-            return job.generated, job.hiddens, job.cache
-        finally:
-            if batcher is not None:
-                batcher.leave()
+        # the prompt was fitted to leave max_new_tokens positions; never run past the window
+        room = self.context_window - cache.get_seq_length() - embeds.shape[0] + 1
+        budget = max(0, min(self.settings.max_new_tokens, room))
+        if budget == 0:
+            return [], [], cache
+        state = self._step(embeds.unsqueeze(0), None, None, cache)
+        job = DecodeJob(cache, cache.get_seq_length(), int(self.llava.lm_head(state).argmax(-1)[0]), state[0], budget)
+        job = (self._batcher if self.settings.batch_sessions else self._solo).decode(job)
+        return job.generated, job.hiddens, job.cache
 
     def _step(self, embeds: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None,
               cache: DynamicCache) -> torch.Tensor:
@@ -212,7 +205,8 @@ class LlavaBackbone(LLMBackbone, nn.Module):
     @property
     def _batcher(self) -> DecodeBatcher:
         if self.__dict__.get("_shared_batcher") is None:
-            self.__dict__["_shared_batcher"] = self._new_batcher(window_s=self.settings.batch_window_ms / 1000)
+            self.__dict__["_shared_batcher"] = self._new_batcher(window_s=self.settings.batch_window_ms / 1000,
+                                                                 in_flight=self.in_flight)
         return self.__dict__["_shared_batcher"]
 
     @property
@@ -269,6 +263,7 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             self.settings = self.settings.model_copy(update={"lora": self.settings.lora.model_copy(update={"r": 0})})
 
     folded_lora = None  # the LoRA settings folded in at load time (an inference build), or None
+    in_flight = None  # the agent's turns under way (pixelagent.batching.InFlight), set by the builder
 
     def convert_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Saved weights (this part's keys) in this build's form: with ``folded_lora``, peft's
@@ -481,4 +476,5 @@ def build_from_settings(settings: LlavaSettings, context: Any) -> LlavaBackbone:
         folded, settings = settings.lora, settings.model_copy(update={"lora": settings.lora.model_copy(update={"r": 0})})
     backbone = build_backbone(settings, context.device, context.dtype, vision_dim)
     backbone.folded_lora = folded
+    backbone.in_flight = context.in_flight
     return backbone

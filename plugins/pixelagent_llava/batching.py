@@ -15,12 +15,12 @@ A turn alone takes the plain loop, so a single session is unaffected.
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
+
+from pixelagent.batching import Coalescer, InFlight
 
 
 @dataclass
@@ -41,8 +41,6 @@ class DecodeJob:
     budget: int
     generated: list[int] = field(default_factory=list)
     hiddens: list[torch.Tensor] = field(default_factory=list)
-    done: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
 
 
 class DecodeBatcher:
@@ -50,70 +48,32 @@ class DecodeBatcher:
 
     ``step(embeds (B, 1, d), attention (B, L) or None, positions (B, 1) or None, cache)`` returns
     the last-layer states (B, d); ``embed(tokens (B,))`` the input embeddings (B, 1, d);
-    ``logits(states)`` (B, V); ``eos`` ends a row.
+    ``logits(states)`` (B, V); ``eos`` ends a row. ``in_flight`` counts the agent's turns under
+    way (:class:`pixelagent.batching.InFlight`): while more are under way than jobs are waiting,
+    the first job waits up to ``window_s`` for theirs.
     """
 
     def __init__(self, step: Callable, embed: Callable, logits: Callable, eos: int, new_cache: Callable,
-                 window_s: float = 0.004, max_batch: int = 16) -> None:
+                 in_flight: InFlight | None = None, window_s: float = 0.004, max_batch: int = 16) -> None:
         self._step, self._embed, self._logits, self.eos = step, embed, logits, eos
         self._new_cache = new_cache
-        self.window_s, self.max_batch = window_s, max_batch
-        self._lock = threading.Condition()
-        self._pending: list[DecodeJob] = []
-        self._leading = False
-        self.active = 0  # turns inside respond() right now (preparing or waiting here)
-        self.batches: list[int] = []  # sizes of the batches run (for tests and benchmarks)
+        self._coalescer = Coalescer(self._run, in_flight, window_s, max_batch)
 
-    # -- turns enter and leave --------------------------------------------------------------------
-    def enter(self) -> None:
-        with self._lock:
-            self.active += 1
+    @property
+    def batches(self) -> list[int]:
+        """Sizes of the batches run so far (for tests and benchmarks)."""
+        return self._coalescer.batches
 
-    def leave(self) -> None:
-        with self._lock:
-            self.active -= 1
-            self._lock.notify_all()  # a leader waiting for this turn's job must not wait longer
-
-    # -- decoding ---------------------------------------------------------------------------------
     def decode(self, job: DecodeJob) -> DecodeJob:
         """Decode ``job`` (alone or with the jobs of other threads); returns it filled in."""
-        with self._lock:
-            self._pending.append(job)
-            while not job.done.is_set():
-                if self._leading:
-                    self._lock.wait()
-                    continue
-                self._leading = True
-                deadline = time.monotonic() + self.window_s
-                # others are preparing a turn: give them the window to join this batch
-                while (len(self._pending) < min(self.active, self.max_batch)
-                       and (left := deadline - time.monotonic()) > 0):
-                    self._lock.wait(left)
-                batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
-                self._lock.release()
-                try:
-                    self._run(batch)
-                finally:
-                    self._lock.acquire()
-                    self._leading = False
-                    self._lock.notify_all()
-        if job.error is not None:
-            raise job.error
-        return job
+        return self._coalescer.submit(job)
 
-    def _run(self, batch: list[DecodeJob]) -> None:
-        try:
-            self.batches.append(len(batch))
-            if len(batch) == 1:
-                self._alone(batch[0])
-            else:
-                self._together(batch)
-        except BaseException as exc:  # every waiting turn must hear of it
-            for job in batch:
-                job.error = exc
-        finally:
-            for job in batch:
-                job.done.set()
+    def _run(self, batch: list[DecodeJob]) -> list[DecodeJob]:
+        if len(batch) == 1:
+            self._alone(batch[0])
+        else:
+            self._together(batch)
+        return batch
 
     def _alone(self, job: DecodeJob) -> None:
         """The plain greedy loop: feed each token back until ``eos`` or the budget."""

@@ -104,6 +104,11 @@ class ClipVisualEncoder(nn.Module, VisualEncoder):
         """``encode_batch`` from cached features: (B, N, C_vis)."""
         return torch.stack([f["tokens"] for f in features]).to(next(self.parameters()).device)
 
+    def encode_many(self, images: list[np.ndarray]) -> list[Tensor]:
+        """The images of several sessions opening at once, in one batch: a (N, C_vis) each."""
+        with torch.no_grad():
+            return list(self.encode_batch(list(images)))
+
     def encode(self, image: np.ndarray) -> Tensor:
         """One RGB uint8 image (H, W, 3) → (N, C_vis), for a session (computed once per image)."""
         with torch.no_grad():

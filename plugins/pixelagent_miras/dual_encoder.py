@@ -218,6 +218,11 @@ class DualVisualEncoder(nn.Module, VisualEncoder):
         tokens = torch.stack([f["tokens"] for f in features]).to(device)
         return self._fuse(tokens, torch.stack([f["hr"] for f in features]).to(device))
 
+    def encode_many(self, images: list[np.ndarray]) -> list[Tensor]:
+        """The images of several sessions opening at once, in one batch: a (N, C_vis) each."""
+        with torch.no_grad():
+            return list(self.encode_batch(list(images)))
+
     def encode(self, image: np.ndarray) -> Tensor:
         """One RGB uint8 image (H, W, 3) → (N, C_vis), for a session (computed once per image)."""
         with torch.no_grad():

@@ -189,6 +189,68 @@ class SamMaskDecoder(MaskDecoder, nn.Module):
                             f"{original_size} image; embed this image first")
         return [self._decode_one(image_embedding, prompt) for prompt in prompts]
 
+    @torch.no_grad()
+    def decode_many(self, requests: Sequence[tuple[SamImageEmbedding, list[DecoderPrompt], tuple[int, int]]]
+                    ) -> list[list[MaskPrediction]]:
+        """:meth:`decode` for the turns of several sessions at once: the prompts of every request
+        that carry the same kind of tokens go through SAM's mask decoder as one batch (each
+        row with its own image's embedding). One request alone takes :meth:`decode`."""
+        if len(requests) == 1:
+            return [self.decode(*requests[0])]
+        rows = []  # (request, prompt index, tokens (k, 256), gate, embedding (1, 256, e, e))
+        for r, (embedding, prompts, size) in enumerate(requests):
+            if tuple(size) != embedding.original_size:
+                raise PartError(f"decode got image size {tuple(size)} for an embedding of a "
+                                f"{embedding.original_size} image; embed this image first")
+            for p, prompt in enumerate(prompts):
+                tokens = self._prompt_tokens(prompt, embedding.original_size)
+                gate = None if prompt.embedding is None else tokens[-1:]
+                rows.append((r, p, tokens, gate, embedding))
+        out: list[list[MaskPrediction | None]] = [[None] * len(prompts) for _, prompts, _ in requests]
+        groups: dict[tuple[int, bool], list] = {}
+        for row in rows:  # rows batch when their token counts and gating agree
+            groups.setdefault((row[2].shape[0], row[3] is not None), []).append(row)
+        for group in groups.values():
+            embeddings = torch.cat([row[4].embedding for row in group])
+            tokens = torch.stack([row[2] for row in group])
+            gates = torch.cat([row[3] for row in group]) if group[0][3] is not None else None
+            low_res, iou = self._run_decoder_rows(embeddings, tokens, gates)
+            for index, (r, p, _, _, embedding) in enumerate(group):
+                logits = postprocess_logits(low_res[index:index + 1], embedding.input_size,
+                                            embedding.original_size, self.image_size)
+                out[r][p] = MaskPrediction(mask=(logits[0] > 0.0).cpu().numpy(),
+                                           score=float(iou.float().clamp(0.0, 1.0)[index, 0]))
+        return out  # type: ignore[return-value]
+
+    def _run_decoder_rows(self, embeddings: torch.Tensor, tokens: torch.Tensor, gate_prompts: torch.Tensor | None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM's single-mask decoding for n rows that each have their own image: embeddings
+        (n, 256, e, e), sparse tokens (n, k, 256) → low-res logits (n, 1, 4e, 4e), IoU (n, 1).
+
+        segment_anything's ``MaskDecoder.forward`` takes one image for all its prompts (it
+        repeats the embedding per prompt); this is the same computation with the image per row:
+        the output tokens (IoU token, mask tokens) before the prompt's, the two-way transformer
+        over the image embedding plus the dense prompt, the upscaled embedding read by each mask
+        token's hypernetwork MLP, and the IoU head on the IoU token.
+        """
+        decoder, encoder = self.sam.mask_decoder, self.sam.prompt_encoder
+        n, e_h, e_w = embeddings.shape[0], *encoder.image_embedding_size
+        dense = encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(n, -1, e_h, e_w)
+        if self.prompt_gate is not None and gate_prompts is not None:
+            dense = dense + torch.cat([self.prompt_gate(embeddings[i:i + 1], gate_prompts[i:i + 1])
+                                       for i in range(n)])
+        output = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight]).unsqueeze(0).expand(n, -1, -1)
+        queries = torch.cat([output, tokens], dim=1)
+        positions = encoder.get_dense_pe().to(self.dtype).expand(n, -1, -1, -1)
+        states, image = decoder.transformer(embeddings + dense, positions, queries)
+        channels = embeddings.shape[1]
+        upscaled = decoder.output_upscaling(image.transpose(1, 2).reshape(n, channels, e_h, e_w))
+        readers = torch.stack([mlp(states[:, 1 + i]) for i, mlp in enumerate(decoder.output_hypernetworks_mlps)], 1)
+        _, c, h, w = upscaled.shape
+        masks = (readers @ upscaled.reshape(n, c, h * w)).reshape(n, -1, h, w)
+        iou = decoder.iou_prediction_head(states[:, 0])
+        return masks[:, :1], iou[:, :1]
+
     def _decode_one(self, image_embedding: SamImageEmbedding, prompt: DecoderPrompt) -> MaskPrediction:
         tokens = self._prompt_tokens(prompt, image_embedding.original_size).unsqueeze(0)
         gate = None if prompt.embedding is None else tokens[0, -1:]  # the embedding token comes last

@@ -48,3 +48,45 @@ def test_a_failure_in_a_batch_reaches_every_waiting_turn(agent):
 
     with pytest.raises(RuntimeError, match="fell over"):
         batcher.decode(DecodeJob(cache=None, length=1, token=5, hidden=torch.zeros(2), budget=3))
+
+
+def test_sam_decodes_the_prompts_of_several_images_at_once_as_alone(agent):
+    import torch
+
+    from pixelagent.parts import DecoderPrompt
+
+    sam = agent.parts["mask_decoder"]
+    generator = torch.Generator().manual_seed(0)
+    requests = []
+    for scene in demo_scenes(3):
+        prompts = [DecoderPrompt("a", embedding=torch.randn(256, generator=generator)),
+                   DecoderPrompt("b", box=(10.0, 12.0, 80.0, 90.0)),
+                   DecoderPrompt("c", embedding=torch.randn(256, generator=generator), box=(4.0, 4.0, 50.0, 70.0))]
+        requests.append((sam.embed_image(scene.image), prompts, scene.image.shape[:2]))
+    together = sam.decode_many(requests)
+    for request, predictions in zip(requests, together):
+        for alone, shared in zip(sam.decode(*request), predictions):
+            assert (alone.mask == shared.mask).all() and abs(alone.score - shared.score) < 1e-6
+
+
+def test_concurrent_sessions_share_mask_decoding_and_encoding(agent):
+    scenes = demo_scenes(4)
+    expected = []
+    for scene in scenes:
+        session = agent.session(scene.image)
+        expected.append([session.ask(q).mask for q in scene.requests])
+    decoder = agent.shared("mask_decoder", "decode_many")
+    decoder.batches.clear()
+    results = [[] for _ in scenes]
+
+    def run(index, scene):
+        session = agent.session(scene.image)
+        results[index].extend(session.ask(q).mask for q in scene.requests)
+
+    threads = [threading.Thread(target=run, args=(i, s)) for i, s in enumerate(scenes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == expected  # Mask equality: every pixel
+    assert max(decoder.batches) >= 2
