@@ -125,7 +125,7 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         ids, _ = self.template.encode([*exchanges[dropped:], Exchange(request.question)])
         cache, fed = state.get("cache"), state.get("fed", [])
         if cache is None or ids[:len(fed)] != fed:
-            cache, fed = DynamicCache(), []
+            cache, fed = self._new_cache(), []
         new = ids[len(fed):]
         visual = request.visual if self.template.image_id in new else None
         generated, hiddens, cache = self._generate(self._expand(new, [-100] * len(new), visual).embeds, cache)
@@ -192,15 +192,33 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             return [], [], cache
         state = self._step(embeds.unsqueeze(0), None, None, cache)
         job = DecodeJob(cache, cache.get_seq_length(), int(self.llava.lm_head(state).argmax(-1)[0]), state[0], budget)
-        job = (self._batcher if self.settings.batch_sessions else self._solo).decode(job)
+        shared = self.settings.batch_sessions and self.settings.kv_cache == "dynamic"
+        job = (self._batcher if shared else self._solo).decode(job)
         return job.generated, job.hiddens, job.cache
 
     def _step(self, embeds: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None,
               cache: DynamicCache) -> torch.Tensor:
         """One forward over ``embeds`` (B, T, d) after ``cache`` → the last position's states (B, d)."""
         extra = {} if attention is None else {"attention_mask": attention, "position_ids": positions}
-        out = self.language_model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra)
+        model = self._compiled if embeds.shape[1] == 1 and self.settings.compile else self.language_model
+        out = model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra)
         return out.last_hidden_state[:, -1]
+
+    def _new_cache(self):
+        """A session's key/value cache: growing (``dynamic``) or preallocated to the context window
+        (``static``: fixed shapes, what ``torch.compile`` and CUDA graphs need)."""
+        if self.settings.kv_cache == "static":
+            from transformers import StaticCache
+
+            return StaticCache(config=self.llava.config.text_config, max_cache_len=self.context_window)
+        return DynamicCache()
+
+    @property
+    def _compiled(self):
+        """The language model compiled for one-token decode steps (``compile: true``), on first use."""
+        if self.__dict__.get("_compiled_model") is None:
+            self.__dict__["_compiled_model"] = torch.compile(self.language_model, dynamic=False)
+        return self.__dict__["_compiled_model"]
 
     @property
     def _batcher(self) -> DecodeBatcher:
@@ -216,8 +234,12 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         return self.__dict__["_solo_batcher"]
 
     def _new_batcher(self, **options) -> DecodeBatcher:
+        sync_every = self.settings.sync_every or (8 if self.llava.lm_head.weight.device.type == "cuda" else 1)
+        if self.settings.kv_cache == "static":
+            sync_every = 1  # a static cache cannot be cut back after an overshoot past </s>
         return DecodeBatcher(step=self._step, embed=lambda tokens: self._embed(tokens).unsqueeze(1),
-                             logits=self.llava.lm_head, eos=self.template.eos_id, new_cache=DynamicCache, **options)
+                             logits=self.llava.lm_head, eos=self.template.eos_id, new_cache=DynamicCache,
+                             sync_every=sync_every, **options)
 
     # -- training -----------------------------------------------------------------------------
     def encode_dialogue(self, turns: Sequence[tuple[str, str]]) -> tuple[list[int], list[int]]:

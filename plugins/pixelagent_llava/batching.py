@@ -54,9 +54,11 @@ class DecodeBatcher:
     """
 
     def __init__(self, step: Callable, embed: Callable, logits: Callable, eos: int, new_cache: Callable,
-                 in_flight: InFlight | None = None, window_s: float = 0.004, max_batch: int = 16) -> None:
+                 in_flight: InFlight | None = None, window_s: float = 0.004, max_batch: int = 16,
+                 sync_every: int = 1) -> None:
         self._step, self._embed, self._logits, self.eos = step, embed, logits, eos
         self._new_cache = new_cache
+        self.sync_every = sync_every
         self._coalescer = Coalescer(self._run, in_flight, window_s, max_batch)
 
     @property
@@ -76,12 +78,43 @@ class DecodeBatcher:
         return batch
 
     def _alone(self, job: DecodeJob) -> None:
-        """The plain greedy loop: feed each token back until ``eos`` or the budget."""
+        """The plain greedy loop: feed each token back until ``eos`` or the budget.
+
+        With ``sync_every`` k > 1 the chosen tokens stay on the device and are read back k at a
+        time (one device-to-host copy per k tokens instead of one per token, which stalls a GPU
+        each step); tokens chosen after an ``eos`` are dropped and the cache cut back to what the
+        one-at-a-time loop would hold, so the answer and the next turn are the same.
+        """
         job.generated, job.hiddens = [job.token], [job.hidden]
-        while job.generated[-1] != self.eos and len(job.generated) < job.budget:
-            state = self._step(self._embed(torch.tensor([job.generated[-1]])), None, None, job.cache)
-            job.generated.append(int(self._logits(state).argmax(-1)[0]))
-            job.hiddens.append(state[0])
+        if job.generated[-1] == self.eos or job.budget <= 1:
+            return
+        if self.sync_every <= 1:
+            while job.generated[-1] != self.eos and len(job.generated) < job.budget:
+                state = self._step(self._embed(torch.tensor([job.generated[-1]])), None, None, job.cache)
+                job.generated.append(int(self._logits(state).argmax(-1)[0]))
+                job.hiddens.append(state[0])
+            return
+        start = job.cache.get_seq_length()
+        last = torch.tensor([job.token], device=job.hidden.device)
+        while len(job.generated) < job.budget:
+            chosen, states = [], []
+            for _ in range(min(self.sync_every, job.budget - len(job.generated))):
+                state = self._step(self._embed(last), None, None, job.cache)
+                last = self._logits(state).argmax(-1)
+                chosen.append(last)
+                states.append(state[0])
+            values = torch.cat(chosen).tolist()  # the one sync of this chunk
+            for value, state in zip(values, states):
+                job.generated.append(int(value))
+                job.hiddens.append(state)
+                if value == self.eos:
+                    break
+            if job.generated[-1] == self.eos:
+                break
+        fed = len(job.generated) - 1  # every emitted token but the last went in
+        excess = job.cache.get_seq_length() - (start + fed)
+        if excess > 0:
+            job.cache.crop(-excess)  # transformers 5: a negative count of tokens to remove
 
     def _together(self, batch: list[DecodeJob]) -> None:
         longest = max(job.length for job in batch)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -45,6 +45,13 @@ class LlavaSettings(BaseModel):
             threads, or ``pixelagent serve``) share their decoding steps in one batch
             (:mod:`pixelagent_llava.batching`); each answer is the one it would be alone.
         batch_window_ms: how long the first of such turns waits for the others (milliseconds).
+        sync_every: read the chosen tokens back to the host every k tokens (None: 8 on CUDA,
+            where each read stalls the device, 1 on the CPU, where it costs nothing; always 1 with
+            a static cache, which cannot be cut back after tokens chosen past ``</s>``).
+        kv_cache: ``dynamic`` (grows with the dialogue; turns can batch across sessions) or
+            ``static`` (preallocated to ``context_window``, fixed shapes for ``compile``).
+        compile: ``torch.compile`` the language model for decode steps (CUDA; first turns
+            are slow while it compiles).
         train_full: train every weight of the language model and the projector as well (by
             default only LoRA, ``lm_head`` and the token embeddings train). For tiny models
             trained from scratch, whose random weights LoRA alone cannot make useful.
@@ -63,6 +70,9 @@ class LlavaSettings(BaseModel):
     merge_lora: bool = True
     batch_sessions: bool = True
     batch_window_ms: float = Field(4.0, ge=0)
+    sync_every: Optional[int] = Field(None, ge=1)
+    kv_cache: Literal["dynamic", "static"] = "dynamic"
+    compile: bool = False
     train_full: bool = False
     seed: int = 0
 

@@ -35,3 +35,24 @@ def test_training_builds_keep_the_adapter():
     config = load_config("miras_tiny/stage1", ["preset_overrides.mask_decoder.settings.checkpoint=null"])
     model = Trainer(config).build_model()
     assert any("lora_" in name for name, p in model.named_parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("settings", [{"sync_every": 4}, {"sync_every": 3, "batch_sessions": False},
+                                      {"kv_cache": "static"}])
+def test_decode_loop_options_give_token_identical_answers(agents, settings):
+    folded, _ = agents
+    other = Agent("miras-tiny", device="cpu", llm={"settings": settings})
+    for scene in demo_scenes(3):
+        a, b = folded.session(scene.image), other.session(scene.image)
+        for question in scene.requests + [scene.requests[0]]:  # later turns reuse the cut-back cache
+            assert a.ask(question).raw_text == b.ask(question).raw_text
+
+
+@pytest.mark.slow
+def test_compiled_decode_steps_answer_the_same(agents):
+    folded, _ = agents
+    compiled = Agent("miras-tiny", device="cpu", llm={"settings": {"compile": True, "kv_cache": "static"}})
+    scene = demo_scenes(1)[0]
+    a, b = folded.session(scene.image), compiled.session(scene.image)
+    for question in scene.requests[:2]:
+        assert a.ask(question).raw_text == b.ask(question).raw_text
