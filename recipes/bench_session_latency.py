@@ -14,7 +14,12 @@ measured in one process; the ratio is what to read (this machine is noisy).
 
 At the tiny sizes the encoders are so small that a turn is mostly decoding; ``--sam-size``
 puts a real SAM image encoder (random weights) into the preset to show the per-image cost at
-realistic scale.
+realistic scale, and ``--full-encoders`` the preset's full-size visual encoder too (random
+weights from configs: CLIP-L/14 at 336 px, and ConvNeXt-L at 768 px for MIRAS), with the tiny
+LLM: what caching buys a full-size model, less its LLM's share. The frozen encoders' outputs are
+cached while the model learns to segment, so only the measured turns pay for them.
+
+    python recipes/bench_session_latency.py --presets miras-tiny --full-encoders --sam-size vit_h --repeats 1
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ def scene(seed: int = 0, size: int = 128) -> np.ndarray:
     return rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
 
 
-def segmenting_agent(preset_name: str, overrides: dict, steps: int) -> Agent:
+def segmenting_agent(preset_name: str, overrides: dict, steps: int, cache_dir: str | None = None) -> Agent:
     """A model trained for ``steps`` steps to answer every question with ``[OBJ]the box[SEG]``.
 
     Random weights never emit ``[SEG]``, and a turn without a target never runs the mask
@@ -50,6 +55,8 @@ def segmenting_agent(preset_name: str, overrides: dict, steps: int) -> Agent:
     registry = get_registry()
     preset = registry.preset(preset_name).preset.with_overrides(device="cpu", **overrides)
     model = SegmentationModel(registry.build(preset), preset)
+    if cache_dir is not None:  # full-size frozen encoders: computed once for the one training image
+        model.use_feature_cache(cache_dir)
     image = scene()
     mask = np.zeros((1, *image.shape[:2]), dtype=bool)
     mask[0, 32:96, 40:100] = True
@@ -76,13 +83,20 @@ def turn_times(agent: Agent, turns: int, recompute: bool) -> list[float]:
     return times
 
 
-def run(preset: str, turns: int, repeats: int, new_tokens: int, sam_size: str | None, steps: int) -> None:
+def run(preset: str, turns: int, repeats: int, new_tokens: int, sam_size: str | None, steps: int,
+        full_encoders: bool = False) -> None:
+    import tempfile
+
     overrides = {"llm": {"settings": {"max_new_tokens": new_tokens}}}
     label = preset
     if sam_size:  # a real-size (random-weight) SAM image encoder: encoding costs what it costs
         overrides["mask_decoder"] = {"settings": {"size": sam_size, "random_init": True}}
         label = f"{preset} with SAM {sam_size}"
-    agent = segmenting_agent(preset, overrides, steps)
+    if full_encoders:
+        overrides["visual_encoder"] = {"settings": {"tiny": False, "random_init": True}}
+        label += " and its full-size visual encoder"
+    with tempfile.TemporaryDirectory() as cache:
+        agent = segmenting_agent(preset, overrides, steps, cache if (full_encoders or sam_size) else None)
     turn_times(agent, 2, False)  # warm-up: first-call allocations, lazy imports
     cached = np.median([turn_times(agent, turns, False) for _ in range(repeats)], axis=0)
     fresh = np.median([turn_times(agent, turns, True) for _ in range(repeats)], axis=0)
@@ -93,11 +107,12 @@ def run(preset: str, turns: int, repeats: int, new_tokens: int, sam_size: str | 
         print(f"{index:>4} {c:>9.1f} {f:>10.1f} {f / c:>6.2f}")
     growth = cached[-1] / statistics.mean(cached[1:3])
     print(f"cached turn {turns} / mean(turns 2-3) = {growth:.2f} (1.0 = flat); "
-          f"re-encode / cached at turn {turns} = {fresh[-1] / cached[-1]:.2f}")
+          f"re-encode / cached at turn {turns} = {fresh[-1] / cached[-1]:.2f}; "
+          f"all {turns} turns: re-encode / cached = {sum(fresh) / sum(cached):.2f}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-session-latency", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["miras-tiny", "lisa-tiny"])
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
@@ -105,10 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-steps", type=int, default=40, help="steps teaching it to segment")
     parser.add_argument("--sam-size", choices=["vit_b", "vit_l", "vit_h"], default=None,
                         help="swap in a full-size, random-weight SAM image encoder (slow on CPU)")
+    parser.add_argument("--full-encoders", action="store_true",
+                        help="the preset's full-size visual encoder with random weights (slow on CPU)")
     args = parser.parse_args(argv)
     for preset in args.presets:
-        run(preset, args.turns, args.repeats, args.new_tokens, args.sam_size, args.train_steps)
+        run(preset, args.turns, args.repeats, args.new_tokens, args.sam_size, args.train_steps, args.full_encoders)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

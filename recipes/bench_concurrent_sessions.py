@@ -1,0 +1,76 @@
+"""Turns/s of N sessions asked from N threads at once against one session after another (same run).
+
+    python recipes/bench_concurrent_sessions.py [--preset miras-tiny] [--sessions 8] [--rounds 3]
+
+Each session talks about its own PRIST-Synth demo scene (object, part, word, another object).
+"sequential" runs the sessions one after another in one thread; "concurrent" runs them all at
+once, one thread each, so their turns share the LLM's decode steps, SAM's mask decoding and the
+image encoding (``pixelagent.batching``). Both give the same answers (checked); the ratio of
+turns/s is what to read (this machine is noisy, so the figure is the median of ``--rounds``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+
+
+def dialogue(agent, scene, out: list) -> None:
+    session = agent.session(scene.image)
+    out.extend(session.ask(question).raw_text for question in scene.requests)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pixelagent import Agent
+    from pixelagent.demo import demo_scenes
+
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-concurrent-sessions",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="miras-tiny")
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    agent = Agent(args.preset, device="cpu")
+    scenes = demo_scenes(args.sessions)
+    turns = sum(len(s.requests) for s in scenes)
+    dialogue(agent, scenes[0], [])  # warm-up
+    ratios, rates, same = [], [], True
+    for _ in range(args.rounds):
+        alone = [[] for _ in scenes]
+        started = time.perf_counter()
+        for scene, out in zip(scenes, alone):
+            dialogue(agent, scene, out)
+        sequential = turns / (time.perf_counter() - started)
+        together = [[] for _ in scenes]
+        threads = [threading.Thread(target=dialogue, args=(agent, s, o)) for s, o in zip(scenes, together)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        concurrent = turns / (time.perf_counter() - started)
+        same = same and together == alone
+        rates.append((sequential, concurrent))
+        ratios.append(concurrent / sequential)
+    report = {"preset": args.preset, "sessions": args.sessions, "turns_per_round": turns,
+              "sequential_turns_per_s": statistics.median(r[0] for r in rates),
+              "concurrent_turns_per_s": statistics.median(r[1] for r in rates),
+              "ratio": statistics.median(ratios), "ratios": ratios, "answers_identical": same,
+              "llm_batches": sorted(agent.parts["llm"]._batcher.batches)[-5:] if hasattr(agent.parts["llm"], "_batcher") else None}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"{args.sessions} sessions x {turns // args.sessions} turns, {args.preset}, {agent.threads or 'default'} "
+              f"torch thread(s): sequential {report['sequential_turns_per_s']:.1f} turns/s, concurrent "
+              f"{report['concurrent_turns_per_s']:.1f} turns/s, ratio {report['ratio']:.2f} "
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); answers identical: {same}")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The latency benchmarks run through `pixelagent recipe` (tiny sizes, CPU)."""
+
+import json
+
+from pixelagent.recipes import run_recipe
+
+
+def test_gpu_latency_script_at_tiny_size(capsys):
+    assert run_recipe("bench-gpu-latency", ["--tiny", "--turns", "2", "--new-tokens", "6", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["turns"]) == 2 and report["encode_ms"] > 0 and report["llm_weight_bytes"] > 0
+    assert all(t["prefill_ms"] > 0 for t in report["turns"])
+
+
+def test_concurrent_sessions_answer_as_alone(capsys):
+    assert run_recipe("bench-concurrent-sessions", ["--sessions", "3", "--rounds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["answers_identical"] is True and report["concurrent_turns_per_s"] > 0
