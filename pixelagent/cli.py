@@ -54,8 +54,14 @@ def build_app() -> typer.Typer:
 
 
 def _root(ctx: typer.Context,
-          version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
+          version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch's CPU threads for the model "
+                                                "(default: $PIXELAGENT_NUM_THREADS, else 1 for small CPU models)")) -> None:
     """Pixel-level reasoning segmentation through multi-turn conversation."""
+    if threads is not None:
+        from pixelagent.agent import THREADS_ENV
+
+        os.environ[THREADS_ENV] = str(threads)  # read when the command builds its Agent
     if version:
         from pixelagent import __version__
 
@@ -247,9 +253,11 @@ def demo_command(
         typer.echo(json.dumps(report, indent=2))
         return
     first = report["time_to_first_mask_s"]
+    readings = report["text_readings"]
     typer.echo(f"time to first mask: {'no mask' if first is None else f'{first:.2f} s'} after loading "
                f"(median over scenes; includes encoding the image); mean IoU with the true targets "
-               f"{report['mean_iou']:.2f}; {report['total_s']:.1f} s in all")
+               f"{report['mean_iou']:.2f}; printed words read right {readings['correct']} of {readings['asked']}; "
+               f"{report['total_s']:.1f} s in all")
     typer.echo(f"wrote {out}/report.json and the overlays next to it")
 
 
@@ -314,6 +322,13 @@ def chat_command(
 
 
 def _chat_loop(chat: _Chat) -> None:
+    """Read lines until /quit or Ctrl-D. On a terminal, readline gives line editing and history
+    (Up recalls earlier lines); Ctrl-C cancels the line being typed, not the conversation."""
+    if sys.stdin.isatty():
+        try:
+            import readline  # noqa: F401  (imported for its effect on input())
+        except ImportError:  # not every Python has it (Windows): plain input() still works
+            pass
     while True:
         try:
             line = input("" if chat.as_json else "you> ").strip()
@@ -321,6 +336,9 @@ def _chat_loop(chat: _Chat) -> None:
             if not chat.as_json:
                 typer.echo()
             return
+        except KeyboardInterrupt:
+            typer.echo("^C (the line is cancelled; Ctrl-D or /quit leaves)", err=True)
+            continue
         if not line:
             continue
         try:  # one bad turn or command must not end the conversation
@@ -563,12 +581,34 @@ def _route_recipe(argv: list[str]) -> list[str]:
     return argv
 
 
+def _recipe_call(argv: list[str]) -> tuple[str, list[str]] | None:
+    """``(name, its arguments)`` for ``[--threads N] recipe [run] NAME ...``: the recipe's own
+    parser must see every argument, ``--help`` included (typer would answer it itself)."""
+    rest = list(argv)
+    while rest[:1] == ["--threads"] and len(rest) >= 2:
+        from pixelagent.agent import THREADS_ENV
+
+        os.environ[THREADS_ENV] = rest[1]
+        rest = rest[2:]
+    if len(rest) >= 2 and rest[0] == "recipe" and rest[1] == "run":
+        rest = ["recipe", *rest[2:]]
+    if len(rest) >= 2 and rest[0] == "recipe" and rest[1] not in {"list", "--help", "-h"}:
+        return rest[1], rest[2:]
+    return None
+
+
 # -- entry point ----------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; expected failures print one line on stderr and exit non-zero."""
     debug = os.environ.get(DEBUG_ENV, "") not in {"", "0"}
     try:
-        args = _route_recipe(list(sys.argv[1:] if argv is None else argv))
+        argv = list(sys.argv[1:] if argv is None else argv)
+        recipe = _recipe_call(argv)
+        if recipe is not None:
+            from pixelagent.recipes import run_recipe
+
+            return run_recipe(*recipe)
+        args = _route_recipe(argv)
         result = build_app()(args=args, prog_name="pixelagent", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except typer.Exit as exc:

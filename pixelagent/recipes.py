@@ -9,6 +9,7 @@ name is the file name with dashes (``eval_prist.py`` → ``eval-prist``).
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib.util
 import os
 import sys
@@ -41,7 +42,10 @@ def _summary(path: Path) -> str:
 
 
 def run_recipe(name: str, argv: list[str]) -> int:
-    """Load ``recipes/<name>.py`` and call its ``main(argv)``; returns its exit code."""
+    """Load ``recipes/<name>.py`` and call its ``main(argv)``; returns its exit code.
+
+    ``--help`` prints the recipe's own options (exit 0); a bad argument is one
+    :class:`~pixelagent.errors.ConfigError` line naming the recipe, not argparse's usage block."""
     path = recipes_dir() / f"{name.replace('-', '_')}.py"
     if not path.is_file():
         available = ", ".join(list_recipes()) or "none"
@@ -52,5 +56,30 @@ def run_recipe(name: str, argv: list[str]) -> int:
     spec.loader.exec_module(module)
     if not hasattr(module, "main"):
         raise ConfigError(f"recipe {path} defines no main(argv) function")
-    result = module.main(argv)
+    try:
+        with _one_line_argument_errors(name):
+            result = module.main(argv)
+    except SystemExit as exc:  # argparse's --help, or a recipe that exits with a status
+        code = exc.code
+        if code is None or isinstance(code, int):
+            return code or 0
+        print(code, file=sys.stderr)  # SystemExit("message"), as scripts do
+        return 1
     return result if isinstance(result, int) else 0
+
+
+@contextlib.contextmanager
+def _one_line_argument_errors(name: str):
+    """argparse prints a usage block and exits 2 on a bad argument; say it in one line instead."""
+    import argparse
+
+    original = argparse.ArgumentParser.error
+
+    def error(parser, message):
+        raise ConfigError(f"recipe {name}: {message} (see pixelagent recipe {name} --help)")
+
+    argparse.ArgumentParser.error = error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = original

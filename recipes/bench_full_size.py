@@ -31,7 +31,7 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A6000": 154.8, "L40
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="bench-full-size", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-full-size", description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=["stage1", "stage2"])
     parser.add_argument("--steps", type=int, default=3, help="optimiser steps per stage (the first is warm-up)")
     parser.add_argument("--micro-batch", type=int, default=1, help="samples per GPU per forward")

@@ -31,7 +31,7 @@ QUESTIONS = ["What is in this picture?", "What is the biggest object?", "What co
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(prog="bench-gpu-latency", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-gpu-latency", description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=8)
     parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per turn")
     parser.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic")

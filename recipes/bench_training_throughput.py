@@ -54,7 +54,7 @@ def build(preset_name: str, sam_size: str | None) -> SegmentationModel:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pixelagent recipe bench-training-throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="miras-tiny")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--images", type=int, default=16)

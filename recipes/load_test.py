@@ -163,7 +163,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="pixelagent recipe load-test", description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--turns", type=int, default=4, help="turns per session before a client opens another")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each N runs (turns in flight finish)")
