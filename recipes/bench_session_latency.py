@@ -94,6 +94,8 @@ def run(preset: str, turns: int, repeats: int, new_tokens: int, sam_size: str | 
         label = f"{preset} with SAM {sam_size}"
     if full_encoders:
         overrides["visual_encoder"] = {"settings": {"tiny": False, "random_init": True}}
+        # 576 visual tokens do not fit the 448 positions miras-tiny keeps: the tiny LLM's own 4096
+        overrides["llm"]["settings"]["context_window"] = None
         label += " and its full-size visual encoder"
     with tempfile.TemporaryDirectory() as cache:
         agent = segmenting_agent(preset, overrides, steps, cache if (full_encoders or sam_size) else None)
