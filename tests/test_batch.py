@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from pixelagent.batch import RESULTS_FILE, BatchRecord, find_images, run_batch
-from pixelagent.cli import main
 from pixelagent.errors import InputError
 from pixelagent.mask import Mask
+from cli_runner import run_cli  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture
@@ -20,14 +20,6 @@ def images(scene, tmp_path):
         Image.fromarray(scene).save(folder / name, quality=100)
     (folder / "notes.txt").write_text("not an image")
     return folder
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def read_results(out):

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 from pixelagent import Agent
-from pixelagent.cli import main
 from pixelagent.errors import ConfigError
 from pixelagent.logs import TurnLog, open_log
 from pixelagent.mask import Mask
 from pixelagent.schema import turn_record
+from cli_runner import run_cli  # noqa: E402  (tests/ is on sys.path)
 
 
 @pytest.fixture
@@ -23,14 +23,6 @@ def scene_file(scene, tmp_path):
     path = tmp_path / "scene.png"
     Image.fromarray(scene).save(path)
     return path
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 def test_record_and_read_back_with_masks(fake, scene, tmp_path):
