@@ -22,6 +22,10 @@ CLIP_VISION: dict[str, dict[str, Any]] = {
     "openai/clip-vit-large-patch14-336": dict(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
         image_size=336, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5),
+    # the 224-px tower every LISA v1 release names (mm_vision_tower): 16×16 = 256 tokens of 1024-d
+    "openai/clip-vit-large-patch14": dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+        image_size=224, patch_size=14, projection_dim=768, hidden_act="quick_gelu", layer_norm_eps=1e-5),
 }
 
 #: ConvNeXt-L (MIRAS's high-resolution branch): stage widths 192/384/768/1536, depths 3/3/27/3.

@@ -15,12 +15,13 @@ cache of the dialogue so far and only run the new turn.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from pixelagent_llava.tokenizer import IMAGE_TOKEN, plain_text_tokenizer
+from pixelagent_llava.tokenizer import IM_END_TOKEN, IM_START_TOKEN, IMAGE_TOKEN, plain_text_tokenizer
 
 SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. "
           "The assistant gives helpful, detailed, and polite answers to the human's questions.")
@@ -83,3 +84,68 @@ class VicunaTemplate:
                 ids += answer
                 labels += answer
         return ids, labels
+
+
+class LlavaV1Template(VicunaTemplate):
+    """LLaVA-v1's ``llava_v1`` conversation, as the LISA releases were trained and chat with it.
+
+    LISA's ``chat.py`` builds ``conv_templates["llava_v1"]`` (the system line above, roles
+    ``USER`` / ``ASSISTANT``, separators ``" "`` and ``"</s>"``) with the first question
+    ``<im_start><image><im_end>\\n{question}`` (``mm_use_im_start_end: true``), and
+    ``tokenizer_image_token`` encodes the text on each side of ``<image>`` separately. Under
+    transformers 4.31 (LISA's pin) the slow LLaMA tokenizer strips the whitespace on both sides
+    of every added token and gives each text chunk SentencePiece's dummy ``▁`` prefix, so the
+    model saw::
+
+        <s> {system} USER: <im_start> [256 visual tokens] <im_end> {q1} ASSISTANT: {a1}</s> USER: {q2} ...
+
+    with no space before ``<im_start>``, no newline after ``<im_end>``, and answers split at
+    ``[SEG]`` into separately encoded chunks (``Sure,`` ``[SEG]`` ``.``). These pieces reproduce
+    that; the later prompt pieces hold no added token, so encoding them alone already matches.
+
+    With ``image_markers=False`` (a LLaVA-v1 checkpoint trained without ``<im_start>`` /
+    ``<im_end>``) the chunks are ``{system} USER: `` and ``\\n{q1} ASSISTANT:``, as
+    ``tokenizer_image_token`` cuts them.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, image_markers: bool = True) -> None:
+        super().__init__(tokenizer)
+        self.image_markers = image_markers
+        if image_markers:
+            ids = tokenizer.convert_tokens_to_ids([IM_START_TOKEN, IM_END_TOKEN])
+            if tokenizer.unk_token_id in ids:
+                raise ValueError(f"the tokenizer has no {IM_START_TOKEN} / {IM_END_TOKEN} tokens, which a "
+                                 "checkpoint with mm_use_im_start_end: true needs")
+            self.im_start_id, self.im_end_id = ids
+        self._added = set(tokenizer.get_added_vocab())
+        self._split = re.compile("(" + "|".join(re.escape(t) for t in sorted(self._added, key=len, reverse=True))
+                                 + ")") if self._added else None
+
+    def prompt_ids(self, question: str, first: bool) -> list[int]:
+        """The user piece of a turn, ending with ``ASSISTANT:``; the first carries the image."""
+        if not first:
+            return self._text(f"USER: {question} ASSISTANT:", plain=True)
+        head = [self.bos_id] if self.bos_id is not None else []
+        if not self.image_markers:
+            return (head + self._text(f"{SYSTEM} USER: ", plain=True) + [self.image_id]
+                    + self._text(f"\n{question} ASSISTANT:", plain=True))
+        return (head + self._text(f"{SYSTEM} USER:", plain=True) + [self.im_start_id, self.image_id, self.im_end_id]
+                + self._text(f"{question.lstrip()} ASSISTANT:", plain=True))
+
+    def answer_ids(self, exchange: Exchange) -> list[int]:
+        """The assistant piece: the generated ids as they were, or the answer's chunks + ``</s>``."""
+        if exchange.answer_ids is not None:
+            return list(exchange.answer_ids)
+        return self._chunked(exchange.answer) + [self.eos_id]
+
+    def _chunked(self, text: str) -> list[int]:
+        """``text`` cut at added tokens (``[SEG]``, ``[OBJ]``, ...), each text chunk stripped and
+        encoded alone (so it gets the dummy ``▁`` prefix), as LISA's tokenizer did."""
+        pieces = self._split.split(text) if self._split else [text]
+        ids: list[int] = []
+        for piece in pieces:
+            if piece in self._added:
+                ids.append(self.tokenizer.convert_tokens_to_ids(piece))
+            elif piece.strip():
+                ids += self._text(piece.strip())
+        return ids

@@ -73,3 +73,80 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>",
                                         eos_token="</s>", pad_token="<pad>")
     return add_special_tokens(tokenizer)
+
+
+#: LLaVA-v1's image markers around the visual tokens (``mm_use_im_start_end: true``, as in LISA).
+IM_START_TOKEN = "<im_start>"
+IM_END_TOKEN = "<im_end>"
+
+
+def load_checkpoint_tokenizer(folder: str, setting_name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in a checkpoint folder, with our special tokens added.
+
+    Tokens the checkpoint already has keep their ids (LISA-7B-v1: ``<im_patch>`` 32000,
+    ``<im_start>`` 32001, ``<im_end>`` 32002, ``[SEG]`` 32003, from its ``added_tokens.json``).
+    A folder with only a SentencePiece ``tokenizer.model`` (the LISA releases) needs the
+    ``sentencepiece`` and ``protobuf`` packages for transformers to read it; without them this
+    says so in one line instead of transformers' fallback warnings.
+    """
+    from pathlib import Path
+
+    from pixelagent.errors import MissingDependencyError
+
+    path = Path(folder)
+    if not (path / "tokenizer.json").is_file() and (path / "tokenizer.model").is_file():
+        missing = [name for name, module in (("sentencepiece", "sentencepiece"), ("protobuf", "google.protobuf"))
+                   if not _importable(module)]
+        if missing:
+            raise MissingDependencyError(
+                f"the tokenizer of {folder} is a SentencePiece tokenizer.model, which needs {' and '.join(missing)} "
+                f"to read: pip install {' '.join(missing)} (or convert the checkpoint once where they are installed; "
+                "the converted model carries a tokenizer.json)")
+    if _tokenizer_class(path).startswith("LlamaTokenizer"):
+        # AutoTokenizer would first parse config.json, and a LLaVA-v1 one (model_type "llava")
+        # is not transformers' LlavaConfig
+        from transformers import LlamaTokenizer
+
+        try:
+            tokenizer = LlamaTokenizer.from_pretrained(str(path))
+        except (OSError, ValueError) as exc:
+            raise WeightsNotFoundError(f"cannot load the tokenizer of {folder!r} ({type(exc).__name__}); "
+                                       f"re-download the checkpoint or point {setting_name} at a complete copy") from None
+        return added_tokens_special(add_special_tokens(tokenizer))
+    return added_tokens_special(load_tokenizer(str(path), setting_name))
+
+
+def added_tokens_special(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Mark every added token special (ids unchanged).
+
+    LISA added ``[SEG]`` with ``tokenizer.add_tokens("[SEG]")``, not as a special token, and
+    LLaVA's ``<im_start>`` / ``<im_end>`` / ``<im_patch>`` may come the same way; the
+    plain-text tokenizer that reads user text only splits special tokens, so a question
+    typing "[SEG]" would otherwise become the real token.
+    """
+    from tokenizers import AddedToken
+
+    plain = [token.content for token in tokenizer.added_tokens_decoder.values() if not token.special]
+    if plain:
+        tokenizer.add_tokens([AddedToken(content, special=True, normalized=False) for content in plain],
+                             special_tokens=True)
+    return tokenizer
+
+
+def _tokenizer_class(folder) -> str:
+    import json
+
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    return str(config.get("tokenizer_class") or "") if isinstance(config, dict) else ""
+
+
+def _importable(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

@@ -116,3 +116,41 @@ def _looks_like(state: Mapping[str, torch.Tensor]) -> str:
 def _first(keys: list[str]) -> str:
     shown = ", ".join(keys[:_SHOWN])
     return shown + (f" (and {len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix`` with it removed: a SAM folded into a larger
+    model (LISA's ``model.visual_model.*``) as a plain ``Sam`` state dict."""
+    return {key[len(prefix):]: value for key, value in state.items() if key.startswith(prefix)}
+
+
+def sam_from_state_dict(state: Mapping[str, torch.Tensor], size: str | None = None,
+                        source: str = "the state dict") -> torch.nn.Module:
+    """A ``segment_anything.modeling.Sam`` holding ``state`` (``Sam.state_dict()`` keys), eval mode.
+
+    ``size`` defaults to the one the image encoder's width and depth say (:func:`guess_size`).
+    The model is built on the meta device and the tensors are assigned, not copied, so nothing
+    is initialised only to be overwritten (ViT-H has 636 M parameters); the tensors keep their
+    device and dtype. ``source`` names where ``state`` came from, for the error message.
+
+    Raises:
+        ConfigError: keys or shapes do not fit the size, or no size fits.
+    """
+    from .modeling import build_sam_model  # modeling imports this module
+    from .sizes import PIXEL_MEAN, PIXEL_STD
+
+    size = size or guess_size(state)
+    if size is None:
+        raise ConfigError(f"{source} is not a SAM state dict of a known size: {_looks_like(state)}")
+    with torch.device("meta"):
+        sam = build_sam_model(size)
+    expected = {k: tuple(v.shape) for k, v in sam.state_dict().items()}
+    check_state_dict(state, expected, size, Path(source))
+    sam.load_state_dict(dict(state), strict=True, assign=True)
+    # the non-persistent buffers are not in any state dict: make them again, off the meta device
+    sam.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(-1, 1, 1), persistent=False)
+    sam.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(-1, 1, 1), persistent=False)
+    leftover = [name for name, t in [*sam.named_parameters(), *sam.named_buffers()] if t.is_meta]
+    if leftover:
+        raise ConfigError(f"{source}: SAM {size} has tensors no state dict sets ({', '.join(leftover[:3])})")
+    return sam.eval()

@@ -107,7 +107,7 @@ def test_trainable_split_matches_the_design():
 def test_trained_sessions_answer_with_masks_and_encode_once(trained, monkeypatch):
     agent = Agent.from_parts(trained.preset, trained.parts)
     calls = {"encode": 0, "embed": 0}
-    encode, embed = agent.parts["visual_encoder"].encode, agent.parts["mask_decoder"].embed_image
+    encode, embed = agent.parts["visual_encoder"].encode_many, agent.parts["mask_decoder"].embed_image
 
     def count(key, fn):
         def wrapped(*args):
@@ -115,7 +115,8 @@ def test_trained_sessions_answer_with_masks_and_encode_once(trained, monkeypatch
             return fn(*args)
         return wrapped
 
-    monkeypatch.setattr(agent.parts["visual_encoder"], "encode", count("encode", encode))
+    # a session encodes through encode_many (images of concurrent sessions batch there)
+    monkeypatch.setattr(agent.parts["visual_encoder"], "encode_many", count("encode", encode))
     monkeypatch.setattr(agent.parts["mask_decoder"], "embed_image", count("embed", embed))
     session = agent.session(fake_plugin.make_scene())
     replies = [session.ask(QUESTION if i % 2 == 0 else "And again?") for i in range(8)]
