@@ -70,9 +70,12 @@ def test_a_killed_run_resumes_to_bit_identical_weights(synth, tmp_path):
     killed = tmp_path / "killed"
     cfg = tmp_path / "killed.yaml"
     cfg.write_text(yaml.safe_dump(config(synth, killed, **steps)))
+    # the same torch thread count as this process (an Agent built earlier may have set one):
+    # float sums differ between thread counts, and the weights are compared bit for bit
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     process = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "train_stage1.py"), "--config", str(cfg)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    deadline = time.time() + 300
     while not (killed / "checkpoints" / "step-00000002" / "meta.json").exists():
         assert process.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
         time.sleep(0.2)
