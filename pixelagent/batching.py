@@ -45,7 +45,7 @@ class Coalescer:
     """
 
     def __init__(self, run_many: Callable[[list[Any]], Sequence[Any]], in_flight: InFlight | None = None,
-                 window_s: float = 0.004, max_batch: int = 16) -> None:
+                 window_s: float = 0.002, max_batch: int = 16) -> None:
         self.run_many, self.in_flight = run_many, in_flight or InFlight()
         self.window_s, self.max_batch = window_s, max_batch
         self._lock = threading.Condition()

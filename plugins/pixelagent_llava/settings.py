@@ -69,7 +69,7 @@ class LlavaSettings(BaseModel):
     lora: LoraSettings = LoraSettings()
     merge_lora: bool = True
     batch_sessions: bool = True
-    batch_window_ms: float = Field(4.0, ge=0)
+    batch_window_ms: float = Field(2.0, ge=0)
     sync_every: Optional[int] = Field(None, ge=1)
     kv_cache: Literal["dynamic", "static"] = "dynamic"
     compile: bool = False
