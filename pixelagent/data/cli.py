@@ -122,27 +122,36 @@ def _problems(exc: ValidationError) -> str:
 
 @data_app.command("stats")
 def stats_command(
-    directory: Path = typer.Argument(..., help="Dataset directory holding train/val/test.jsonl."),
+    directory: Path = typer.Argument(..., help="Dataset directory holding train/val/test.jsonl, or a "
+                                     "published PRIST file (test.json)."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    annotations: Optional[Path] = typer.Option(None, "--annotations", help="Published file: its LabelMe "
+                                               "folder, for the granularity of the masks."),
+    paper: bool = typer.Option(False, "--paper", help="Add a column with the paper's own Table 2."),
 ) -> None:
-    """Summarise a dataset per split, like the PRIST paper's Table 2."""
-    from pixelagent.data.synth.stats import dataset_stats, table_rows
+    """Summarise a dataset per split, like the PRIST paper's Table 2, in the paper's units.
 
-    stats = dataset_stats(directory)
+    Utterances are reasoning question/answer rounds (the segmentation round not counted), turns
+    are rounds with it, messages every message; the definitions are printed under the table.
+    """
+    from pixelagent.data.synth.stats import dataset_stats, definitions_text, table_rows
+
+    stats = dataset_stats(directory, annotations=annotations)
     if as_json:
         typer.echo(stats.model_dump_json(indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    headers, rows = table_rows(stats)
+    headers, rows = table_rows(stats, paper=paper)
     table = Table(*headers, title=f"Statistics of {directory}")
     for row in rows:
         table.add_row(*row)
     console = Console()
     if not console.is_terminal:
-        console = Console(width=140)  # piped output: no need to squeeze into 80 columns
+        console = Console(width=160)  # piped output: no need to squeeze into 80 columns
     console.print(table)
+    console.print(definitions_text(), highlight=False)
 
 
 @data_app.command("generate")
@@ -155,21 +164,43 @@ def generate_command(
     split: str = typer.Option("train", "--split", help="train, val or test."),
     concurrency: int = typer.Option(4, "--concurrency", min=1, help="Requests and images in flight."),
     limit: Optional[int] = typer.Option(None, "--limit", min=0, help="Process at most N new images."),
+    seed: int = typer.Option(0, "--seed", help="Varies the random draw of K and of the K target elements."),
+    extraction_prompt: Optional[Path] = typer.Option(None, "--extraction-prompt", help="Your own step-1 prompt "
+                                                     "file (Figure 7a) instead of ours."),
+    tree_prompt: Optional[Path] = typer.Option(None, "--tree-prompt", help="Your own step-2 prompt file "
+                                               "(Figure 7b); must contain {{k}} and {{targets}}."),
+    dialogue_prompt: Optional[Path] = typer.Option(None, "--dialogue-prompt", help="Your own step-3 prompt file "
+                                                   "(Figure 7c); must contain {{tree}}."),
+    repair_prompt: Optional[Path] = typer.Option(None, "--repair-prompt", help="Your own follow-up prompt for "
+                                                 "invalid dialogues; must contain {{problems}}."),
+    no_repair: bool = typer.Option(False, "--no-repair", help="Drop invalid dialogues without the follow-up "
+                                   "request."),
 ) -> None:
     """Generate multi-turn segmentation dialogues for IMAGES with the three-step PRIST pipeline
-    (resumable: rerun the same command to continue or to retry failed images). Needs OPENAI_API_KEY."""
+    (resumable: rerun the same command to continue or to retry failed images). Needs OPENAI_API_KEY.
+
+    The paper's constraints are enforced: K targets per image, random in [2, min(N, 4)]; at most
+    3 children per reasoning-tree node; 4 to 8 turns (2 to 4 question/answer pairs) per
+    dialogue, then the segmentation turn. An invalid dialogue is sent back once and dropped alone
+    if still invalid (listed in OUT/dropped.jsonl)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pixelagent.data.generate import generate_dataset
+    from pixelagent.data.generate import PIPELINE_PROMPTS, Constraints, generate_dataset
+    from pixelagent.data.prompts import read_prompts
     from pixelagent.llm import ChatClient
 
+    files = {name: path for name, path in (("extraction", extraction_prompt), ("reasoning_tree", tree_prompt),
+                                           ("dialogue", dialogue_prompt), ("dialogue_repair", repair_prompt))
+             if path is not None}
+    read_prompts(files, PIPELINE_PROMPTS)  # a bad prompt file is reported before anything else
     client = ChatClient(base_url=base_url, model=model, max_concurrency=concurrency)
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                TextColumn("{task.description}"))
     with client, Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("", total=None)
         report = generate_dataset(images, out, client, split=split, concurrency=concurrency, limit=limit,
+                                  prompt_files=files, constraints=Constraints(repair=not no_repair), seed=seed,
                                   progress=lambda done, total, name: bar.update(
                                       task, completed=done, total=total, description=name or ""))
     _print_report(report)
@@ -178,6 +209,13 @@ def generate_command(
 def _print_report(report) -> None:
     typer.echo(f"{report.completed} image(s) done, {report.skipped} already done, {report.failed} failed; "
                f"{report.records_written} record(s) appended to {report.output}")
+    typer.echo(f"dialogues: {report.dialogues_kept} kept ({report.dialogues_repaired} after repair), "
+               f"{report.dialogues_dropped} dropped, {report.dialogues_beyond_k} beyond K"
+               + (f" (listed in {report.dropped})" if report.dialogues_dropped + report.dialogues_beyond_k else "")
+               + "; K per image: " + (", ".join(f"{k}: {n}" for k, n in sorted(report.k_counts.items())) or "none"))
+    custom = {name: source for name, source in report.prompts.items() if not source.startswith("pixelagent:")}
+    if custom:
+        typer.echo("prompts: " + ", ".join(f"{name} from {source}" for name, source in custom.items()))
     if report.failed:
         typer.echo(f"failures are listed in {report.failures}; rerun the same command to retry them", err=True)
         raise typer.Exit(code=1)
@@ -238,7 +276,11 @@ def export_published_command(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for <split>.json and annotations/."),
     split: str = typer.Option("test", "--split", help="Which split to export."),
 ) -> None:
-    """Write one split in the published format: <split>.json plus LabelMe files in annotations/."""
+    """Write one split in the published format: <split>.json plus LabelMe files in annotations/.
+
+    The JSON is laid out as the published file is (4-space indent, UTF-8, keys img_id, dialogue,
+    focus, no final newline): the published split imported and exported again is byte-identical.
+    Targets without a mask or polygons (the published split as shipped) get no LabelMe shape."""
     from pixelagent.data.prist import export_published
     from pixelagent.data.records import load_split
 
@@ -248,4 +290,7 @@ def export_published_command(
     except OSError as exc:
         raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from None
     count = export_published(records, out / f"{split}.json", out / "annotations")
-    typer.echo(f"wrote {count} dialogues to {out / f'{split}.json'} and LabelMe files to {out / 'annotations'}")
+    annotated = any(t.polygons for r in records for t in r.targets)
+    typer.echo(f"wrote {count} dialogues to {out / f'{split}.json'}"
+               + (f" and LabelMe files to {out / 'annotations'}" if annotated else
+                  "; no LabelMe files (no target has polygons)"))

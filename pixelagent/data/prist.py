@@ -406,23 +406,38 @@ def rasterize(polygons: list[list[tuple[float, float]]], size: tuple[int, int]) 
 
 
 # -- export ------------------------------------------------------------------------------------
+#: How the published file is laid out: ``json.dumps(entries, indent=4, ensure_ascii=False)``,
+#: keys in the order ``img_id``, ``dialogue``, ``focus``, no newline at the end. A split imported
+#: with :func:`load_published` and exported again is byte-identical to the published file.
+PUBLISHED_INDENT = 4
+
+
 def export_published(records: Iterable[PristRecord], json_path: str | os.PathLike,
                      annotations_dir: str | os.PathLike) -> int:
     """Write records as a published-style JSON list plus one LabelMe file per image.
 
     Answers get bare ``[SEG]`` (the phrase moves to ``focus``); each target's polygons become
-    shapes labelled with its phrase. Targets without polygons cannot be exported.
+    shapes labelled with its phrase. A target with a mask but no polygons cannot be exported
+    (the published format stores polygons); a target with neither (the published split as
+    shipped, without its LabelMe files) gives no shape, and an image without shapes no LabelMe
+    file. ``img_id`` is the image's path below ``images/`` (its name for our datasets).
     """
     entries, shapes, sizes = [], defaultdict(list), {}
     for record in records:
-        img_id = Path(record.image).name
-        entries.append({"img_id": img_id, "focus": record.focus, "dialogue": _published_dialogue(record)})
+        img_id = _img_id(record.image)
+        entries.append({"img_id": img_id, "dialogue": _published_dialogue(record), "focus": record.focus})
         shapes[img_id] += _shapes(record)
         sizes[img_id] = record.image_size
     for img_id, image_shapes in shapes.items():
-        _write_labelme(Path(annotations_dir), img_id, image_shapes, sizes[img_id])
-    _write_atomic(Path(json_path), json.dumps(entries, indent=1, ensure_ascii=False))  # last: complete or absent
+        if image_shapes:
+            _write_labelme(Path(annotations_dir), img_id, image_shapes, sizes[img_id])
+    text = json.dumps(entries, indent=PUBLISHED_INDENT, ensure_ascii=False)
+    _write_atomic(Path(json_path), text)  # last: complete or absent
     return len(entries)
+
+
+def _img_id(image: str) -> str:
+    return image.split("/", 1)[1] if image.startswith("images/") else image
 
 
 def _published_dialogue(record: PristRecord) -> list[dict]:
@@ -434,6 +449,8 @@ def _published_dialogue(record: PristRecord) -> list[dict]:
 def _shapes(record: PristRecord) -> list[dict]:
     shapes = []
     for target in record.targets:
+        if not target.polygons and target.mask is None:
+            continue  # nothing annotated yet: nothing to lose
         if not target.polygons:
             raise ConfigError(f"record {record.id}: target {target.phrase!r} has no polygons; the "
                               "published format stores LabelMe polygons, so it cannot be exported")
@@ -460,7 +477,7 @@ def _write_atomic(path: Path, text: str) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         try:
-            temporary.write_text(text, encoding="utf-8")
+            temporary.write_bytes(text.encode("utf-8"))  # no newline translation: byte-exact everywhere
             os.replace(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)

@@ -5,6 +5,10 @@
 * :mod:`pixelagent.eval.response`: BLEU-4, Dist-1/2, ROUGE-L, METEOR, BERTScore (and CIDEr) of
   generated answers, offline (:func:`response_metrics`; libraries from the ``eval`` extra).
 * :mod:`pixelagent.eval.report`: the paper's Table 3 as Markdown, a bar plot by granularity.
+* :mod:`pixelagent.eval.judge`: the LLM judge of reasoning quality (Figure 8) and the Win Rate;
+  :mod:`pixelagent.eval.judge_run` judges a split into a file, resumably.
+* :mod:`pixelagent.eval.protocol`: the ``paper`` / ``pixelagent`` protocols where they differ,
+  and :class:`~pixelagent.eval.protocol.SegmentationQuery`, the mark of a segmentation query.
 
 Importing this package imports neither torch nor any metric library.
 """

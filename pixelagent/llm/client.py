@@ -591,7 +591,7 @@ def extract_json(text: str) -> Any:
     for candidate in candidates:
         try:
             return json.loads(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):  # "[[[[…" nested past the parser's depth is not JSON either
             continue
     raise ValueError(f"the reply is not valid JSON: {_clip(text)[:200]!r}")
 

@@ -26,6 +26,10 @@ class ChatSettings(BaseModel):
     max_tokens: Optional[int] = None
     # the most characters of questions and answers sent per request; past it limits.context_policy applies
     context_chars: int = Field(200_000, ge=1)
+    # paper: Appendix C.3's prompt only in segmentation queries, no system prompt; pixelagent: ours
+    protocol: Literal["paper", "pixelagent"] = "pixelagent"
+    segmentation_prompt: Optional[str] = None  # a prompt file of your own (default: the bundled one)
+    segmentation_queries: Literal["marked", "keyword"] = "keyword"
 
 
 class BoxSettings(BaseModel):
@@ -41,7 +45,9 @@ def _build_chat(settings: ChatSettings, context):
     client = ChatClient(base_url=settings.base_url, model=settings.model, timeout=settings.timeout,
                         max_retries=settings.max_retries, max_response_bytes=settings.max_response_bytes)
     return ChatBackbone(client, temperature=settings.temperature, max_tokens=settings.max_tokens,
-                        context_chars=settings.context_chars)
+                        context_chars=settings.context_chars, protocol=settings.protocol,
+                        segmentation_prompt=settings.segmentation_prompt,
+                        segmentation_queries=settings.segmentation_queries)
 
 
 def _build_boxes(settings: BoxSettings, context):

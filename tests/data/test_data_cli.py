@@ -54,7 +54,7 @@ def test_stats_json_agrees_with_the_records(generated):
     stats = json.loads(result.stdout)
     records = [r for s in SPLITS for r in read_records(out / f"{s}.jsonl")]
     assert stats["total"]["samples"] == 20 and stats["total"]["images"] == 7
-    assert stats["total"]["utterances"] == sum(len(r.messages) for r in records)
+    assert stats["total"]["messages"] == sum(len(r.messages) for r in records)
     assert sum(stats["total"]["granularity_counts"].values()) == 20
     assert set(stats["splits"]) == set(SPLITS)
 

@@ -138,3 +138,26 @@ def test_records_check_their_own_consistency():
         PristRecord.model_validate(bad_roles)
     assert record.turns[1] == ("Segment its label.", "Sure, it is [OBJ]the red label[SEG].")
     assert np.asarray(record.targets[0].mask.array).sum() == record.targets[0].mask.area
+
+
+@pytest.mark.skipif(not PUBLISHED.is_file(), reason="the published PRIST test split is not beside this checkout")
+def test_the_published_split_exports_byte_identical(tmp_path):
+    write_records(tmp_path / "test.jsonl", load_published(PUBLISHED))
+    assert export_published(load_split(tmp_path, "test"), tmp_path / "out.json", tmp_path / "labelme") == 508
+    assert (tmp_path / "out.json").read_bytes() == PUBLISHED.read_bytes()
+    assert not (tmp_path / "labelme").exists()  # no masks, no polygons: no LabelMe files
+
+
+def test_the_cli_exports_the_published_layout(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixelagent.data.cli import data_app
+
+    record = record_with_polygons()
+    write_records(tmp_path / "data" / "test.jsonl", [record])
+    result = CliRunner().invoke(data_app, ["export-published", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "o" / "test.json").read_text()
+    assert text.startswith('[\n    {\n        "img_id": "img1.png",\n        "dialogue": [') and text.endswith("}\n]")
+    assert list(json.loads(text)[0]) == ["img_id", "dialogue", "focus"]
+    assert (tmp_path / "o" / "annotations" / "img1.json").is_file()

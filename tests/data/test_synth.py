@@ -359,7 +359,7 @@ def test_stats_match_a_direct_computation(dataset):
         mine, theirs = records[split], stats.splits[split]
         turns = [len(r.messages) // 2 for r in mine]
         assert theirs.samples == len(mine) and theirs.images == len({r.image for r in mine})
-        assert theirs.utterances == sum(len(r.messages) for r in mine)
+        assert theirs.messages == sum(len(r.messages) for r in mine)
         assert (theirs.min_turns, theirs.max_turns) == (min(turns), max(turns))
         assert theirs.mean_turns == pytest.approx(sum(turns) / len(turns))
         grains = Counter(classify_granularity(r.targets[0].mask.area, (256, 256)).value for r in mine)

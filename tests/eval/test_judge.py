@@ -11,17 +11,20 @@ import pytest
 
 import chat_clients
 from pixelagent.data.records import Message, PristRecord
-from pixelagent.errors import InputError
+from pixelagent.errors import ConfigError, InputError, LLMError
 from pixelagent.eval.judge import (
     JudgeReply,
+    JudgeScores,
     ajudge_dialogue,
+    compare,
     judge_dialogue,
     judge_messages,
     judge_split,
+    split_scores,
     win_rate,
 )
 from pixelagent.llm import ChatClient, LLMSchemaError, parse_json_reply
-from pixelagent.llm.testing import FakeChatServer
+from pixelagent.llm.testing import FakeChatServer, FakeReply
 
 KEY = "sk-judge-SECRET-99"
 
@@ -193,3 +196,80 @@ def test_bad_inputs():
         judge_messages([{"role": "system", "text": "hi"}])
     with pytest.raises(InputError, match="images"):
         judge_split(client, [dialogue("a")], images=[None, None])
+
+
+# -- failures, flags, protocols and prompt files ------------------------------------------------------
+class Routed:
+    """Answers by the dialogue's marker: a fixed reply per marker, everything else 3s."""
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def __call__(self, request):
+        for marker, reply in self.replies.items():
+            if f"({marker})" in request.text:
+                return reply
+        return json.dumps(as_paper_list(3, 3, 3, 3))
+
+
+def test_one_malformed_dialogue_is_recorded_and_skipped_the_others_scored():
+    replies = {"broken": "this is not JSON at all", "gone": FakeReply(status=500, content="down")}
+    with FakeChatServer(Routed(replies)) as server:
+        split = judge_split(client_for(server), [dialogue("a"), dialogue("broken"), dialogue("gone"), dialogue("b")],
+                            repeats=2)
+    assert [s is not None for s in split.samples] == [True, False, False, True] and split.scored == 2
+    assert [f.index for f in split.failures] == [1, 2]
+    assert "no valid JudgeReply reply after 2 repair attempt(s)" in split.failures[0].error
+    assert "HTTP 500" in split.failures[1].error and KEY not in split.failures[1].error
+    assert split.as_dict() == {"PR": 3.0, "LC": 3.0, "CC": 3.0, "TR": 3.0}
+
+
+def test_out_of_range_scores_are_clamped_and_flagged():
+    replies = {"loud": json.dumps(as_paper_list(7, 4, -1, 4)), "sum": json.dumps(
+        {"scores": [{"name": n, "score": 4} for n in ("PR", "LC", "CC", "TR")] + [{"name": "total_score",
+                                                                                  "score": 19}]})}
+    with FakeChatServer(Routed(replies)) as server:
+        split = judge_split(client_for(server), [dialogue("loud"), dialogue("sum"), dialogue("fine")], repeats=1)
+    loud, wrong_sum, fine = split.samples
+    assert (loud.pr, loud.cc) == (5.0, 0.0)
+    assert loud.flags == ["run 1: PR 7 is outside 0-5 (clamped to 5)", "run 1: CC -1 is outside 0-5 (clamped to 0)"]
+    assert wrong_sum.flags == ["run 1: total_score 19 is not the sum of the four (16)"]
+    assert fine.flags == [] and split.flagged == 2
+
+
+def test_an_endpoint_that_refuses_stops_the_split_and_nothing_scored_raises():
+    with FakeChatServer(lambda request: FakeReply(status=401, content="bad key")) as server:
+        with pytest.raises(LLMError, match="401"):
+            judge_split(client_for(server), [dialogue("a"), dialogue("b")], repeats=1)
+    with FakeChatServer(lambda request: "{}") as server:
+        with pytest.raises(LLMError, match=r"no dialogue could be scored \(2 tried\); first error"):
+            judge_split(client_for(server), [dialogue("a"), dialogue("b")], repeats=1)
+
+
+def test_the_win_rate_skips_pairs_with_a_failed_side():
+    with FakeChatServer(Routed({"broken": "nope"})) as server:
+        client = client_for(server)
+        result = win_rate(client, [dialogue("model-0"), dialogue("broken")], [dialogue("ref-0"), dialogue("ref-1")],
+                          repeats=1)
+    assert result.skipped == 1 and len(result.samples) == 1 and result.samples[0].index == 0
+    with pytest.raises(LLMError, match="both sides"):
+        compare(split_scores([None, uniform(1)], []), split_scores([uniform(2), None], []))
+
+
+def uniform(value):
+    return JudgeScores(pr=value, lc=value, cc=value, tr=value)
+
+
+def test_protocols_and_a_users_prompt_file(tmp_path):
+    ours = judge_messages(dialogue("m"), focus="the sign")[0]["content"][0]["text"]
+    paper = judge_messages(dialogue("m"), focus="the sign", protocol="paper")[0]["content"][0]["text"]
+    assert "## Focal goal (the target the conversation should narrow down to):\nthe sign\n" in ours
+    assert "## Focal goal" not in paper
+    assert paper.rstrip().endswith("Assistant: Sure, it is [OBJ]the sign[SEG].")
+    mine = tmp_path / "judge.txt"
+    mine.write_text("Rate this on PR, LC, CC and TR (0-5), JSON {\"scores\": [...]}:\n{{dialogue}}\n{{focus}}")
+    text = judge_messages(dialogue("m"), focus="the sign", prompt=mine)[0]["content"][0]["text"]
+    assert text.startswith("Rate this on PR") and "User: What is on the sign? (m)" in text
+    mine.write_text("No placeholder at all.")
+    with pytest.raises(ConfigError, match=r"lacks the placeholder\(s\) \{\{dialogue\}\}"):
+        judge_messages(dialogue("m"), prompt=mine)

@@ -87,6 +87,11 @@ def test_meteor_is_pycocoevalcap_meteor(scores):
         {i: [flat(r)] for i, r in enumerate(REFERENCES)}, {i: [flat(p)] for i, p in enumerate(PREDICTIONS)}
     )
     assert scores.meteor == pytest.approx(100 * expected)
+    _, sentences = meteor.compute_score(
+        {i: [flat(r)] for i, r in enumerate(REFERENCES)}, {i: [flat(p)] for i, p in enumerate(PREDICTIONS)}
+    )
+    assert scores.meteor_sentence_mean == pytest.approx(100 * sum(sentences) / len(sentences))
+    assert scores.meteor_sentence_mean != pytest.approx(scores.meteor)  # the two conventions differ
 
 
 def test_bertscore_is_bert_score_with_the_local_minilm(scores):
@@ -113,8 +118,11 @@ def test_cider_is_pycocoevalcap_cider(scores):
 def test_every_computed_metric_names_its_implementation(scores):
     computed = {k for k, v in scores.model_dump(exclude={"count", "implementations"}).items() if v is not None}
     assert computed == set(scores.implementations) == {
-        "bleu4", "dist1", "dist2", "rouge_l", "meteor", "bertscore", "cider"
+        "bleu4", "dist1", "dist2", "rouge_l", "meteor", "meteor_sentence_mean", "bertscore", "cider"
     }
+    assert "corpus score" in scores.implementations["meteor"]
+    assert "mean of sentence scores" in scores.implementations["meteor_sentence_mean"]
+    assert "lower-case whitespace tokens" in scores.implementations["dist1"]
     assert scores.count == len(PREDICTIONS)
 
 
@@ -174,3 +182,23 @@ def test_table3_markdown_layout():
     # IoU 1/3, P = R = F1 = 1/2 on that one sample
     assert lines[2] == "| MIRAS (Stage-2) | 33.33 | 50.00 | 50.00 | 50.00 | 8.51 | 15.70 / 49.20 | 30.82 | 40.06 | 88.47 |"
     assert lines[3] == "| seg\\|only | 33.33 | 50.00 | 50.00 | 50.00 | – | – / – | – | – | – |"
+
+
+def test_dist_n_tokenisation_is_an_option_and_is_stated():
+    texts = ["The label.", "the label"]
+    assert distinct_n(texts, 1) == pytest.approx(100 * 3 / 4)  # "label." and "label" differ
+    assert distinct_n(texts, 1, tokenize="13a") == pytest.approx(100 * 3 / 5)  # the, label, . / the, label
+    scores = response_metrics(texts, texts, metrics=["dist"], dist_tokenize="13a")
+    assert "13a" in scores.implementations["dist1"] and scores.dist1 == pytest.approx(60.0)
+    with pytest.raises(InputError, match="tokenisation"):
+        response_metrics(texts, texts, metrics=["dist"], dist_tokenize="spacy")
+
+
+def test_a_bertscore_model_that_is_not_here_says_how_to_get_it(offline_network, monkeypatch, tmp_path):
+    pytest.importorskip("bert_score")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))  # roberta-large is surely not in it
+    with pytest.raises(MissingDependencyError, match="'roberta-large' could not be loaded.*Hugging Face cache"):
+        response_metrics(["a red car"], ["a red car"], metrics=["bertscore"], bertscore_model="roberta-large")
+    with pytest.raises(MissingDependencyError, match="neither a local directory nor a model name"):
+        response_metrics(["a"], ["a"], metrics=["bertscore"], bertscore_model="no-such-model-xyz")

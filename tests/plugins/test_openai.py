@@ -109,3 +109,76 @@ def test_gpt4o_bbox_sam_sends_the_box_to_sam(endpoint, monkeypatch):
     assert seen == [((10.0, 20.0, 50.0, 60.0), SIZE)]
     assert reply.targets and reply.targets[0].phrase == "The label"
     assert reply.mask.array.shape == SIZE
+
+
+# -- the paper's C.3 protocol ---------------------------------------------------------------------------
+def user_texts(request):
+    return [part["text"] for m in request.messages if m["role"] == "user" for part in m["content"]
+            if part.get("type") == "text"]
+
+
+def test_the_paper_protocol_asks_only_in_the_segmentation_query(endpoint):
+    from pixelagent.eval.protocol import SegmentationQuery
+
+    server = endpoint(["It is a bottle.", "<box>(10, 20), (50, 60)</box> ", "It was a bottle.", "no detected "])
+    agent = Agent("gpt4o-bbox")
+    agent.parts["llm"].configure(protocol="paper", segmentation_queries="marked")
+    session = agent.session(image())
+    session.ask("What is this? Please segment nothing yet.")       # "segment" but not marked: asked as written
+    reply = session.ask(SegmentationQuery("Please divide the conversation above."))
+    session.ask("What was it?")
+    session.ask(SegmentationQuery("And a unicorn?"))
+    np.testing.assert_array_equal(reply.mask.array, fill_box((10, 20, 50, 60), SIZE))
+    assert all(r.messages[0]["role"] == "user" for r in server.requests)  # no system prompt, ever
+    assert user_texts(server.requests[0]) == ["What is this? Please segment nothing yet."]
+    question, prompt = user_texts(server.requests[1])[1].split("\n", 1)
+    assert question == "Please divide the conversation above."
+    assert "<box>(x1, y1), (x2, y2)</box>" in prompt and '"no detected"' in prompt and "128x96" not in prompt
+    third = user_texts(server.requests[2])
+    assert third[1].startswith("Please divide the conversation above.\n") and third[2] == "What was it?"
+    assert session.history[-1].reply.no_target
+
+
+def test_the_keyword_rule_finds_segmentation_queries_in_interactive_sessions(endpoint):
+    server = endpoint(["A bus.", "<box>(0, 0), (10, 10)</box>"])
+    agent = Agent("gpt4o-bbox")
+    agent.parts["llm"].configure(protocol="paper")  # keyword rule by default
+    session = agent.session(image())
+    session.ask("What is this?")
+    session.ask("Can you outline its door?")
+    assert user_texts(server.requests[0]) == ["What is this?"]
+    assert "<box>" in user_texts(server.requests[1])[-1]
+
+
+def test_a_users_c3_prompt_file_and_bad_settings(endpoint, tmp_path):
+    from pixelagent.errors import ConfigError
+
+    server = endpoint(["<box>(0, 0), (10, 10)</box>"])
+    mine = tmp_path / "c3.txt"
+    mine.write_text("Answer with <box>(x1, y1), (x2, y2)</box> on the {{width}}x{{height}} image or no detected.")
+    agent = Agent("gpt4o-bbox")
+    llm = agent.parts["llm"].configure(protocol="paper", segmentation_prompt=mine)
+    agent.session(image()).ask("Segment the label.")
+    assert user_texts(server.requests[0])[0].endswith("on the 128x96 image or no detected.")
+    assert llm.segmentation_template.source == str(mine)
+    with pytest.raises(ConfigError, match="protocol must be 'paper' or 'pixelagent'"):
+        llm.configure(protocol="lisa")
+    with pytest.raises(ConfigError, match="does not exist"):
+        llm.configure(segmentation_prompt=tmp_path / "missing.txt")
+
+
+def test_the_default_protocol_is_unchanged_for_apps(endpoint):
+    server = endpoint(["<box>(0, 0), (10, 10)</box>"])
+    Agent("gpt4o-bbox").session(image()).ask("Segment it.")
+    system = server.requests[0].messages[0]
+    assert system["role"] == "system" and "<box>(x1, y1), (x2, y2)</box>" in system["content"]
+    assert system["content"].endswith("The image is 128x96 pixels.")
+    assert user_texts(server.requests[0]) == ["Segment it."]
+
+
+def test_the_protocol_is_a_preset_setting(monkeypatch):
+    from pixelagent import Agent
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    agent = Agent("gpt4o-bbox", llm={"settings": {"protocol": "paper", "segmentation_queries": "marked"}})
+    assert agent.parts["llm"].protocol == "paper" and agent.parts["llm"].segmentation_queries == "marked"

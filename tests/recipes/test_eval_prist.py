@@ -2,12 +2,14 @@
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from pycocotools import mask as coco
 from PIL import Image
 
+from pixelagent import Mask
 from pixelagent.cli import main
 from pixelagent.data.records import load_split
 from pixelagent.data.synth import SynthConfig, synthesize
@@ -100,26 +102,32 @@ def test_metrics_match_an_independent_computation(fake, synth, tmp_path_factory)
     assert metrics["response"] is None
 
 
-def test_a_missing_image_stops_with_one_line_and_keeps_the_predictions(fake, synth, tmp_path, capsys):
+def test_missing_images_are_listed_and_skipped_never_replaced(fake, synth, tmp_path, capsys):
     records = load_split(synth, "test")
     broken = tmp_path / "data"
     broken.mkdir()
     (broken / "test.jsonl").write_text("\n".join(r.model_dump_json() for r in records[:5]) + "\n")
     (broken / "images").symlink_to(synth / "images")
-    missing = records[3].image
     assert run_eval(broken, tmp_path / "o1", "--limit", "3") == 0
+    gone = {records[3].id}
     (broken / "test.jsonl").write_text(
-        "\n".join(r.model_copy(update={"image": "images/gone.png"} if r.image == missing else {}).model_dump_json()
+        "\n".join(r.model_copy(update={"image": "images/gone.png"} if r.id in gone else {}).model_dump_json()
                   for r in records[:5]) + "\n")
+    capsys.readouterr()
     assert run_eval(broken, tmp_path / "o1") == 1
     err = capsys.readouterr().err
-    assert "images/gone.png does not exist" in err and err.count("\n") == 1
-    assert len((tmp_path / "o1" / "predictions.jsonl").read_text().splitlines()) == 3
+    lines = err.splitlines()
+    assert lines[0] == f"skipped {records[3].id}: image does not exist ({broken / 'images/gone.png'})"
+    assert lines[-1].startswith("error: 1 of 5 dialogues skipped") and len(lines) == 2
+    predictions = [json.loads(line)["id"] for line in (tmp_path / "o1" / "predictions.jsonl").read_text().splitlines()]
+    assert predictions == [r.id for r in records[:5] if r.id not in gone]  # the others were evaluated
+    metrics = json.loads((tmp_path / "o1" / "metrics.json").read_text())
+    assert metrics["samples"] == 4 and [s["id"] for s in metrics["skipped"]] == sorted(gone)
+    assert "1 dialogue(s) skipped" in (tmp_path / "o1" / "table3.md").read_text()
 
 
 def load_recipe():
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "recipes" / "eval_prist.py"
     spec = importlib.util.spec_from_file_location("eval_prist_under_test", path)
@@ -173,3 +181,199 @@ def test_read_predictions_keeps_whole_lines_and_ignores_the_rest(tmp_path):
     with pytest.raises(ConfigError, match="predictions file .* is not UTF-8"):
         recipe.read_predictions(path)
     assert recipe.read_predictions(tmp_path / "none.jsonl") == {}
+
+
+# -- the published split, response-only, and the protocols ------------------------------------------
+PUBLISHED = Path(__file__).resolve().parents[3] / "shared" / "prist" / "test.json"
+needs_published = pytest.mark.skipif(not PUBLISHED.is_file(), reason="the published PRIST test split is absent")
+
+
+def stand_in_images(folder, names):
+    """Flat grey stand-ins named like the split's images (the real TextCaps images are not here)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        Image.fromarray(np.full((48, 64, 3), 128, np.uint8)).save(folder / name)
+    return folder
+
+
+@needs_published
+def test_the_published_split_runs_response_only_with_an_images_folder(fake, tmp_path, capsys):
+    entries = json.loads(PUBLISHED.read_text())[:8]
+    present = sorted({e["img_id"] for e in entries[:6]})  # records 6 and 7 have another image: missing
+    images = stand_in_images(tmp_path / "textcaps", present)
+    out = tmp_path / "out"
+    code = main(["recipe", "eval-prist", "--preset", "fake", "--data", str(PUBLISHED), "--images", str(images),
+                 "--limit", "8", "--out", str(out), "--metrics", "dist"])
+    captured = capsys.readouterr()
+    assert code == 1 and "error: 2 of 8 dialogues skipped" in captured.err
+    assert captured.err.count("skipped prist-test-0000") == 2 and "b4535490a7b61270.jpg" in captured.err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "response-only" and metrics["segmentation"] is None
+    assert metrics["segmentation_per_mask"] is None and "--annotations" in metrics["segmentation_note"]
+    assert metrics["samples"] == 6 and metrics["seg_turns"] == 6 and metrics["seg_turns_scored"] == 0
+    assert metrics["response"]["count"] == sum(len(e["dialogue"]) // 2 - 1 for e in entries[:6])
+    table = (out / "table3.md").read_text()
+    assert "| fake | – | – | – | – |" in table and "Response-only" in table
+    assert "response-only (no masks)" in captured.out and not (out / "by_granularity.png").exists()
+
+
+def published_with_masks(tmp_path):
+    """A tiny published split: one image (the fake scene), LabelMe masks, three dialogues."""
+    import fake_plugin
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(fake_plugin.make_scene()).save(images / "scene.png")
+    dialogue = lambda question: [{"from": "human", "value": "What is there?"}, {"from": "gpt", "value": "Shapes."},  # noqa: E731
+                                 {"from": "human", "value": question}, {"from": "gpt", "value": "Sure, [SEG]."}]
+    entries = [{"img_id": "scene.png", "dialogue": dialogue("Segment the red one."), "focus": "red box"},
+               {"img_id": "scene.png", "dialogue": dialogue("Segment the purple one."), "focus": "yellow box"},
+               {"img_id": "scene.png", "dialogue": dialogue("Please divide the answers."), "focus": "red box"}]
+    (tmp_path / "test.json").write_text(json.dumps(entries))
+    annotations = tmp_path / "labelme"
+    annotations.mkdir()
+    red = [[10, 10], [69, 10], [69, 79], [10, 79]]
+    yellow = [[85, 20], [119, 20], [119, 49], [85, 49]]
+    (annotations / "scene.json").write_text(json.dumps({"imageHeight": 96, "imageWidth": 128, "shapes": [
+        {"label": "red box", "points": red}, {"label": "yellow box", "points": yellow}]}))
+    return tmp_path / "test.json", images, annotations
+
+
+def test_published_masks_are_scored_and_no_seg_is_told_apart_from_empty_masks(fake, tmp_path):
+    data, images, annotations = published_with_masks(tmp_path)
+    out = tmp_path / "out"
+    assert main(["recipe", "eval-prist", "--preset", "fake", "--data", str(data), "--images", str(images),
+                 "--annotations", str(annotations), "--out", str(out), "--metrics", "none"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == "segmentation and response" and metrics["seg_turns"] == 3
+    # "red": a mask; "purple": [SEG] named but the mask is empty; "divide": no colour, no [SEG]
+    assert metrics["no_seg_rate"] == pytest.approx(1 / 3) and metrics["empty_mask_rate"] == pytest.approx(1 / 3)
+    truth_iou = 1.0  # the fake decoder's red box is the red rectangle, as the polygon fills it
+    assert metrics["segmentation"]["overall"]["count"] == 3
+    assert metrics["segmentation"]["overall"]["giou"] == pytest.approx(truth_iou / 3, abs=0.01)
+    assert metrics["segmentation_per_mask"]["overall"]["count"] == 3
+
+
+def multi_target_dataset(tmp_path):
+    """A canonical split of the fake scene whose turns name several targets."""
+    import fake_plugin
+    from pixelagent.data.records import Message, PristRecord, TargetAnnotation, write_records
+
+    (tmp_path / "images").mkdir()
+    Image.fromarray(fake_plugin.make_scene()).save(tmp_path / "images" / "scene.png")
+    masks = {c: Mask(fake_plugin.rectangle_mask(c)) for c in ("red", "blue", "yellow")}
+    masks["red"] = Mask(fake_plugin.rectangle_mask("red") & ~fake_plugin.rectangle_mask("blue"))  # drawn over
+
+    def record(i, question, colours):
+        answer = "It is " + " and ".join(f"[OBJ]the {c} one[SEG]" for c in colours) + "."
+        return PristRecord(id=f"m-{i}", image="images/scene.png", image_size=(96, 128), focus=colours[0],
+                           messages=[Message(role="user", text="What is there?"), Message(role="assistant", text="Boxes."),
+                                     Message(role="user", text=question), Message(role="assistant", text=answer)],
+                           targets=[TargetAnnotation(phrase=c, mask=masks[c]) for c in colours])
+
+    write_records(tmp_path / "test.jsonl", [
+        record(0, "Segment the red and the yellow.", ["red", "yellow"]),
+        record(1, "Segment the yellow and the blue.", ["blue", "yellow"]),  # predicted in the other order
+        record(2, "Segment red, blue and yellow.", ["red", "yellow"])])  # one mask too many
+    return tmp_path, masks
+
+
+def test_per_mask_scoring_beside_the_per_turn_union(fake, tmp_path):
+    from pixelagent.eval import SegmentationMeter
+
+    data, masks = multi_target_dataset(tmp_path)
+    out = tmp_path / "out"
+    assert main(["recipe", "eval-prist", "--preset", "fake", "--data", str(data), "--out", str(out),
+                 "--metrics", "none", "--scoring", "per-mask"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    boxes = {c: Mask(fake_plugin_box(c)) for c in ("red", "blue", "yellow")}
+    union, per_mask = SegmentationMeter(), SegmentationMeter()
+    cases = [(["red", "yellow"], ["red", "yellow"]), (["yellow", "blue"], ["blue", "yellow"]),
+             (["red", "blue", "yellow"], ["red", "yellow"])]
+    for predicted, truth in cases:
+        union.add(Mask.union_all(boxes[c] for c in predicted), Mask.union_all(masks[c] for c in truth))
+        for p, t in zip(predicted, truth):
+            per_mask.add(boxes[p], masks[t])
+    assert metrics["segmentation"]["overall"]["ciou"] == pytest.approx(union.result().overall.ciou)
+    assert metrics["segmentation_per_mask"]["overall"]["ciou"] == pytest.approx(per_mask.result().overall.ciou)
+    assert metrics["segmentation_per_mask"]["overall"]["count"] == 6 and metrics["extra_masks"] == 1
+    assert metrics["segmentation"]["overall"]["ciou"] != metrics["segmentation_per_mask"]["overall"]["ciou"]
+    assert "per mask (LISA)" in (out / "table3.md").read_text()
+
+
+def fake_plugin_box(colour):
+    import fake_plugin
+
+    return fake_plugin.rectangle_mask(colour)
+
+
+
+@pytest.fixture
+def chat_endpoint(monkeypatch):
+    from pixelagent.llm.testing import FakeChatServer
+
+    def answer(request):
+        last = request.messages[-1]["content"][-1]["text"]
+        return "<box>(10, 10), (70, 80)</box> " if "no detected" in last else "A considered answer."
+
+    server = FakeChatServer(answer).start()
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-eval-test")
+    yield server
+    server.stop()
+
+
+def test_the_c3_baseline_is_asked_as_the_paper_did(chat_endpoint, tmp_path):
+    data, images, annotations = published_with_masks(tmp_path)
+    out = tmp_path / "paper"
+    args = ["recipe", "eval-prist", "--preset", "gpt4o-bbox", "--data", str(data), "--images", str(images),
+            "--annotations", str(annotations), "--metrics", "dist"]
+    assert main([*args, "--out", str(out), "--protocol", "paper"]) == 0
+    requests = chat_endpoint.requests
+    assert len(requests) == 6 and all(r.messages[0]["role"] == "user" for r in requests)  # no system prompt
+    for index, request in enumerate(requests):
+        texts = [part["text"] for m in request.messages if m["role"] == "user" for part in m["content"]
+                 if part.get("type") == "text"]
+        if index % 2 == 0:  # the reasoning turn: as the dataset wrote it, nothing added
+            assert texts == ["What is there?"]
+        else:  # the segmentation query (marked by the dataset, "divide" included) carries the C.3 prompt
+            assert texts[0] == "What is there?" and "<box>(x1, y1), (x2, y2)</box>" in texts[1]
+            assert '"no detected"' in texts[1]
+    assert "divide" in requests[5].messages[-1]["content"][0]["text"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["baseline"] is True and "last round excluded" in metrics["response_turns"]
+    assert metrics["response"]["count"] == 3  # the three reasoning answers only
+    assert metrics["no_seg_rate"] == 0 and metrics["segmentation"]["overall"]["count"] == 3
+    assert json.loads((out / "run.json").read_text())["asked_with"] == "paper"
+    # the same predictions cannot be continued under the other protocol
+    (out / "predictions.jsonl").write_text("")
+    code = main([*args, "--out", str(out), "--protocol", "pixelagent"])
+    assert code == 1
+
+
+def test_the_pixelagent_protocol_keeps_the_system_prompt_and_a_users_c3_prompt_file_is_used(chat_endpoint, tmp_path):
+    data, images, annotations = published_with_masks(tmp_path)
+    args = ["recipe", "eval-prist", "--preset", "gpt4o-bbox", "--data", str(data), "--images", str(images),
+            "--metrics", "none", "--limit", "1"]
+    assert main([*args, "--out", str(tmp_path / "ours")]) == 0
+    assert all(r.messages[0]["role"] == "system" and "<box>" in r.messages[0]["content"]
+               for r in chat_endpoint.requests)
+    chat_endpoint.requests.clear()
+    mine = tmp_path / "c3.txt"
+    mine.write_text("Draw the box as <box>(x1, y1), (x2, y2)</box> on this {{width}}x{{height}} image, "
+                    "or say no detected.")
+    assert main([*args, "--out", str(tmp_path / "mine"), "--protocol", "paper", "--segmentation-prompt", str(mine)]) == 0
+    last = chat_endpoint.requests[-1].messages[-1]["content"][0]["text"]
+    assert last.endswith("on this 128x96 image, or say no detected.")
+    assert json.loads((tmp_path / "mine" / "run.json").read_text())["segmentation_prompt"] == str(mine)
+
+
+def test_the_paper_protocol_scores_trained_models_on_every_answer(fake, tmp_path):
+    data, _ = multi_target_dataset(tmp_path)
+    counts = {}
+    for protocol in ("paper", "pixelagent"):
+        out = tmp_path / protocol
+        assert main(["recipe", "eval-prist", "--preset", "fake", "--data", str(data), "--out", str(out),
+                     "--metrics", "dist", "--protocol", protocol]) == 0
+        counts[protocol] = json.loads((out / "metrics.json").read_text())["response"]["count"]
+    assert counts == {"paper": 6, "pixelagent": 3}
