@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from pixelagent.eval.phrases import text_reading
 from pixelagent.mask import Mask
 
 #: Seed of the demo scenes: the shipped model was trained on seeds 0-2 (see its model card).
@@ -77,16 +77,6 @@ def demo_scenes(count: int = 3) -> list[DemoScene]:
             truths=[e.mask.array for e in path], phrases=[phrase_of(scene, e) for e in path],
             question=f"Find the {name}, then its {part.name}, then the {obj.spec.text_noun} on it."))
     return scenes
-
-
-def text_reading(answer: str, reference: str) -> dict | None:
-    """The quoted word of a text target (``the title 'JAZZ' on ...``) in the answer against the
-    reference: ``{"said", "truth", "correct"}``, or None when the reference quotes no word."""
-    truth = re.findall(r"'([^']+)'", reference)
-    if not truth:
-        return None
-    said = re.findall(r"'([^']+)'", answer)
-    return {"said": said[0] if said else None, "truth": truth[0], "correct": bool(said) and said[0] == truth[0]}
 
 
 def iou(predicted: Mask | None, truth: np.ndarray) -> float:

@@ -68,6 +68,7 @@ from pixelagent import Agent, Mask
 from pixelagent.data.records import PristRecord, load_split, resolve_in
 from pixelagent.errors import ConfigError, ImageError
 from pixelagent.eval import SegmentationMeter, plot_by_granularity, response_metrics, table3_markdown, table3_row
+from pixelagent.eval.phrases import FocusPhraseMeter
 from pixelagent.eval.protocol import PROTOCOLS, SegmentationQuery, is_general_mllm
 from pixelagent.files import check_regular_file, read_text
 from pixelagent.markup import find_focus_spans, render_plain
@@ -101,7 +102,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bertscore-layer", type=int, default=None)
     parser.add_argument("--bertscore-rescale", action="store_true")
     parser.add_argument("--dist-tokenize", default="whitespace", choices=["whitespace", "13a"])
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    from pixelagent.eval.response import METRICS
+
+    unknown = [name for name in _metric_names(args.metrics) if name not in METRICS]
+    if unknown:  # before the model is built, not after every dialogue has been answered
+        parser.error(f"unknown response metric(s) {unknown} in --metrics; choose from {', '.join(sorted(METRICS))} "
+                     "or 'none'")
+    return args
 
 
 # -- the data ------------------------------------------------------------------------------------
@@ -338,9 +346,12 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
     generated, references = [], []
     last_round = protocol == "paper" and not baseline  # the paper scores the template answers of trained models
     scored = [r for r in records if r.id in predictions]
+    phrases = FocusPhraseMeter()
     for record in scored:
         prediction = predictions[record.id]
         _score_segmentation(record, prediction, union, per_mask, counts, fine)
+        if not baseline:  # general MLLMs answer with boxes, not named phrases
+            phrases.add(_final_phrase(record, prediction), record.focus)
         for (_, reference), answer in zip(record.turns, prediction["answers"]):
             if last_round or not find_focus_spans(reference):
                 generated.append(render_plain(answer))
@@ -371,9 +382,19 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
         "fine_vs_parent": {"turns": len(fine["target"]),
                            "target_iou": sum(fine["target"]) / len(fine["target"]) if fine["target"] else None,
                            "parent_iou": sum(fine["parent"]) / len(fine["parent"]) if fine["parent"] else None},
+        # what the final segmentation answer named against the true focus: the word it read,
+        # the place and the colour (pixelagent.eval.phrases)
+        "focus_phrases": phrases.result() if phrases.dialogues else None,
         "response": response_metrics(generated, references, metrics, **(options or {})).model_dump()
         if metrics and generated else None,
     }
+
+
+def _final_phrase(record: PristRecord, prediction: dict) -> Optional[str]:
+    """The phrase the model named in the dialogue's last segmentation answer (None: none)."""
+    answers = [a for (_, ref), a in zip(record.turns, prediction["answers"]) if find_focus_spans(ref)]
+    spans = find_focus_spans(answers[-1]) if answers else []
+    return spans[0].phrase if spans and spans[0].phrase else None
 
 
 def _score_segmentation(record: PristRecord, prediction: dict, union: SegmentationMeter,
@@ -462,6 +483,9 @@ def summary_line(metrics: dict, out: Path) -> str:
     if fine.get("turns"):
         parts.append(f"fine targets: IoU {fine['target_iou']:.3f} with the target, "
                      f"{fine['parent_iou']:.3f} with its object")
+    asked = {k: v for k, v in (metrics.get("focus_phrases") or {}).items() if isinstance(v, dict) and v["asked"]}
+    if asked:
+        parts.append("named right: " + ", ".join(f"{k} {v['correct']}/{v['asked']}" for k, v in asked.items()))
     if metrics.get("skipped"):
         parts.append(f"{len(metrics['skipped'])} skipped")
     return "; ".join(parts) + f" → {out}"

@@ -3,6 +3,7 @@
 import os
 import pty
 import select
+import signal
 import sys
 import time
 
@@ -39,6 +40,9 @@ def test_chat_on_a_terminal_edits_recalls_cancels_and_quits(tmp_path):
     pid, controller = pty.fork()
     if pid == 0:
         os.environ.update(TERM="xterm", HF_HUB_OFFLINE="1")
+        # as a person's shell leaves it: a test run in the background (`pytest &` in a script)
+        # inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.execv(sys.executable, [sys.executable, "-m", "pixelagent", "chat", str(image), "--preset", "miras-tiny"])
     try:
         _read_until(controller, "you> ")

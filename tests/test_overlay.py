@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from pixelagent.demo import text_reading
 from pixelagent.mask import Mask
 from pixelagent.overlay import MIN_SIDE, PALETTE, Layer, render
 
@@ -32,11 +31,3 @@ def test_large_images_keep_their_size_and_no_legend_on_request():
     mask = np.zeros((700, 900), bool)
     mask[:10, :10] = True
     assert render(image, [Layer(mask, "x")], legend=False).size == (900, 700)
-
-
-def test_text_reading_compares_the_quoted_word():
-    assert text_reading("the title 'JAZZ' on it", "the title 'BIRDS' on it") == {
-        "said": "JAZZ", "truth": "BIRDS", "correct": False}
-    assert text_reading("the word 'TEA'", "the word 'TEA' printed")["correct"] is True
-    assert text_reading("the blue mug", "the blue mug at the top") is None
-    assert text_reading("no word here", "the word 'TEA'") == {"said": None, "truth": "TEA", "correct": False}

@@ -100,6 +100,18 @@ def test_metrics_match_an_independent_computation(fake, synth, tmp_path_factory)
     assert fine["parent_iou"] == pytest.approx(np.mean(fine_parent))
     assert 0 < inter  # the recoloured targets were found
     assert metrics["response"] is None
+    # the phrase named in each final answer against the record's focus, counted independently
+    readings = places = 0
+    for record in records:
+        final = [a for (_, ref), a in zip(record.turns, predictions[record.id]["answers"]) if "[SEG]" in ref][-1]
+        named = final.split("[OBJ]")[1].split("[SEG]")[0].strip() if "[OBJ]" in final else ""
+        readings += " '" in record.focus  # a quoted word, not a possessive
+        places += any(w in record.focus.split() for w in ("top", "bottom", "left", "right", "centre"))
+        assert named or "[SEG]" not in final
+    phrases = metrics["focus_phrases"]
+    assert phrases["dialogues"] == len(records)
+    assert phrases["text"]["asked"] == readings and phrases["place"]["asked"] == places
+    assert 0 <= phrases["place"]["correct"] <= places
 
 
 def test_missing_images_are_listed_and_skipped_never_replaced(fake, synth, tmp_path, capsys):
@@ -149,6 +161,14 @@ def test_a_record_whose_image_leaves_the_data_folder_is_refused_with_file_and_li
     err = capsys.readouterr().err
     assert f"test.jsonl:2: invalid record: image: image path {image!r} {problem}" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()  # refused before the model is built or anything written
+
+
+def test_an_unknown_metric_is_refused_before_the_model_answers_anything(synth, tmp_path, capsys):
+    started = time.perf_counter()
+    assert run_eval(synth, tmp_path / "out", "--metrics", "bleu4,segmentation") == 1
+    err = capsys.readouterr().err
+    assert "unknown response metric(s) ['segmentation'] in --metrics" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists() and time.perf_counter() - started < 5  # no model, no predictions
 
 
 def test_predict_joins_paths_inside_the_data_folder_only(synth, tmp_path):
