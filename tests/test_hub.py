@@ -57,9 +57,14 @@ def test_saved_models_carry_a_model_card_and_a_peft_adapter(tmp_path, tiny_model
     from transformers import LlamaModel
 
     tiny_model.save_pretrained(tmp_path / "model", card={"datasets": ["prist-synth"], "metrics": {"ciou": 0.565}})
-    card = (tmp_path / "model" / "README.md").read_text()
-    header = card.split("---")[1]
-    assert "library_name: pixelagent" in header and "prist-synth" in header and "ciou" in header
+    from huggingface_hub import ModelCard
+
+    # read back by the Hub's own parser: model-index results must name task, dataset and metric
+    card = ModelCard.load(tmp_path / "model" / "README.md", ignore_metadata_errors=False)
+    assert card.data.library_name == "pixelagent" and card.data.datasets == ["prist-synth"]
+    (result,) = card.data.eval_results
+    assert (result.metric_type, result.metric_value, result.dataset_name) == ("ciou", 0.565, "prist-synth")
+    assert "from pixelagent import Agent" in card.text
     adapter = json.loads((tmp_path / "model" / "adapter" / "adapter_config.json").read_text())
     assert adapter["task_type"] == "FEATURE_EXTRACTION" and adapter["peft_type"] == "LORA"
     tiny_model.llm.save_language_model(str(tmp_path / "language_model"))

@@ -9,7 +9,6 @@ what the caller knows (the training data, evaluation figures).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pixelagent.presets import Preset
@@ -54,27 +53,31 @@ def _settings_with_defaults(preset: Preset, kind: str) -> dict[str, Any]:
 
 def model_card(preset: Preset, *, datasets: list[str] | None = None, metrics: dict[str, float] | None = None,
                license: str = "apache-2.0", description: str | None = None) -> str:
-    """The text of ``README.md`` for a saved model of ``preset``."""
-    header: dict[str, Any] = {"library_name": "pixelagent", "pipeline_tag": "image-segmentation",
-                              "license": license,
-                              "tags": ["pixelagent", "reasoning-segmentation", "multi-turn", "referring-segmentation",
-                                       preset.name]}
-    bases = base_models(preset)
-    if bases:
-        header["base_model"] = bases
-    if datasets:
-        header["datasets"] = list(datasets)
-    if metrics:
-        header["metrics"] = sorted(metrics)
-        header["model-index"] = [{"name": preset.name, "results": [{
-            "task": {"type": "image-segmentation", "name": "reasoning segmentation"},
-            "metrics": [{"type": name, "value": round(float(value), 4)} for name, value in sorted(metrics.items())]}]}]
+    """The text of ``README.md`` for a saved model of ``preset``.
+
+    The metadata header is written by ``huggingface_hub``'s ``ModelCardData``, so it is the
+    Hub's own format; ``metrics`` become ``model-index`` results on the first of ``datasets``
+    (the Hub requires a dataset for each result; "unspecified" when none is given).
+    """
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = (datasets or ["unspecified"])[0]
+    results = [EvalResult(task_type="image-segmentation", task_name="reasoning segmentation",
+                          dataset_type=dataset, dataset_name=dataset, metric_type=name,
+                          metric_value=round(float(value), 4))
+               for name, value in sorted((metrics or {}).items())]
+    header = ModelCardData(
+        library_name="pixelagent", pipeline_tag="image-segmentation", license=license,
+        tags=["pixelagent", "reasoning-segmentation", "multi-turn", "referring-segmentation", preset.name],
+        base_model=base_models(preset) or None, datasets=list(datasets) if datasets else None,
+        metrics=sorted(metrics) if metrics else None, model_name=preset.name, eval_results=results or None)
     parts = "\n".join(f"- {kind.replace('_', ' ')}: `{preset.choice(kind).name}`"
                       for kind in ("visual_encoder", "llm", "alignment", "mask_decoder"))
     figures = "" if not metrics else "\n## Evaluation\n\n" + "\n".join(
         f"- {name}: {value:.4f}" for name, value in sorted(metrics.items())) + "\n"
     return f"""---
-{_yaml(header)}---
+{header.to_yaml()}
+---
 
 # {preset.name}
 
@@ -95,10 +98,3 @@ reply = session.ask("What is on the label? Segment it.")
 reply.text, reply.mask
 ```
 {figures}"""
-
-
-def _yaml(data: dict[str, Any]) -> str:
-    import yaml
-
-    # JSON-safe values only, keys in the order given
-    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False, allow_unicode=True)
