@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,7 +52,8 @@ class Coalescer:
         self._lock = threading.Condition()
         self._pending: list[_Ticket] = []
         self._leading = False
-        self.batches: list[int] = []  # sizes of the batches run (for tests and benchmarks)
+        # sizes of the latest batches run (for tests and benchmarks; bounded: servers run for weeks)
+        self.batches: deque[int] = deque(maxlen=4096)
 
     def submit(self, item: Any) -> Any:
         """``item``'s result, computed alone or with other threads' items."""

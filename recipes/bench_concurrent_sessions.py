@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     scenes = demo_scenes(args.sessions)
     turns = sum(len(s.requests) for s in scenes)
     dialogue(agent, scenes[0], [])  # warm-up
-    ratios, rates, same = [], [], True
+    ratios, rates, cores, passes, same = [], [], [], [], True
+    batcher = getattr(agent.parts["llm"], "_batcher", None)
     for _ in range(args.rounds):
         alone = [[] for _ in scenes]
         started = time.perf_counter()
@@ -48,12 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         sequential = turns / (time.perf_counter() - started)
         together = [[] for _ in scenes]
         threads = [threading.Thread(target=dialogue, args=(agent, s, o)) for s, o in zip(scenes, together)]
-        started = time.perf_counter()
+        if batcher is not None:
+            batcher.step_rows.clear()  # count the concurrent passes only
+        started, cpu = time.perf_counter(), time.process_time()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        concurrent = turns / (time.perf_counter() - started)
+        wall = time.perf_counter() - started
+        concurrent = turns / wall
+        cores.append((time.process_time() - cpu) / wall)
+        passes.extend(batcher.step_rows if batcher is not None else [])
         same = same and together == alone
         rates.append((sequential, concurrent))
         ratios.append(concurrent / sequential)
@@ -61,14 +67,18 @@ def main(argv: list[str] | None = None) -> int:
               "sequential_turns_per_s": statistics.median(r[0] for r in rates),
               "concurrent_turns_per_s": statistics.median(r[1] for r in rates),
               "ratio": statistics.median(ratios), "ratios": ratios, "answers_identical": same,
-              "llm_batches": sorted(agent.parts["llm"]._batcher.batches)[-5:] if hasattr(agent.parts["llm"], "_batcher") else None}
+              # CPU seconds per wall second while concurrent: how many cores the turns kept busy
+              "cores_busy": statistics.median(cores),
+              # rows in the LLM's batched forward passes (prefills and decode steps), mean
+              "llm_rows_per_pass": statistics.mean(passes) if passes else None}
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print(f"{args.sessions} sessions x {turns // args.sessions} turns, {args.preset}, {agent.threads or 'default'} "
               f"torch thread(s): sequential {report['sequential_turns_per_s']:.1f} turns/s, concurrent "
               f"{report['concurrent_turns_per_s']:.1f} turns/s, ratio {report['ratio']:.2f} "
-              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); answers identical: {same}")
+              f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)}); {report['cores_busy']:.2f} cores busy; "
+              f"{report['llm_rows_per_pass'] or 0:.1f} rows per LLM pass; answers identical: {same}")
     return 0 if same else 1
 
 

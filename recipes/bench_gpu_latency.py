@@ -66,10 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[tuple[int, float]] = []  # (tokens fed, seconds) of every forward of the LLM
     original = backbone._step
 
-    def timed(embeds, attention, positions, cache):
+    def timed(embeds, attention, positions, cache, last=None):
         sync()
         started = time.perf_counter()
-        out = original(embeds, attention, positions, cache)
+        out = original(embeds, attention, positions, cache, last)
         sync()
         steps.append((embeds.shape[1], time.perf_counter() - started))
         return out

@@ -190,19 +190,22 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         budget = max(0, min(self.settings.max_new_tokens, room))
         if budget == 0:
             return [], [], cache
-        state = self._step(embeds.unsqueeze(0), None, None, cache)
-        job = DecodeJob(cache, cache.get_seq_length(), int(self.llava.lm_head(state).argmax(-1)[0]), state[0], budget)
+        job = DecodeJob(cache=cache, length=cache.get_seq_length(), embeds=embeds, budget=budget)
         shared = self.settings.batch_sessions and self.settings.kv_cache == "dynamic"
         job = (self._batcher if shared else self._solo).decode(job)
         return job.generated, job.hiddens, job.cache
 
     def _step(self, embeds: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None,
-              cache: DynamicCache) -> torch.Tensor:
-        """One forward over ``embeds`` (B, T, d) after ``cache`` → the last position's states (B, d)."""
+              cache: DynamicCache, last: torch.Tensor | None = None) -> torch.Tensor:
+        """One forward over ``embeds`` (B, T, d) after ``cache`` → each row's states (B, d) at
+        position ``last`` (B,) of the T (None: the last). ``attention`` (B, past + T) masks pads;
+        ``positions`` (B, T) are each row's own (both None for a batch without padding)."""
         extra = {} if attention is None else {"attention_mask": attention, "position_ids": positions}
         model = self._compiled if embeds.shape[1] == 1 and self.settings.compile else self.language_model
-        out = model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra)
-        return out.last_hidden_state[:, -1]
+        hidden = model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra).last_hidden_state
+        if last is None:
+            return hidden[:, -1]
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
     def _new_cache(self):
         """A session's key/value cache: growing (``dynamic``) or preallocated to the context window

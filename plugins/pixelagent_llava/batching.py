@@ -1,56 +1,82 @@
 """Greedy decoding that shares forward passes between the sessions answering at the same time.
 
 Sessions of one agent asked from several threads (an app, ``pixelagent serve``) would each run
-their own per-token loop, and on a small model every step costs mostly overhead: eight threads
-each running the model's own thread pool were *slower* together than one session after another.
-Here each turn still prefills its own new tokens (prompt lengths and caches differ), then hands
-its decoding to a :class:`DecodeBatcher`: the first turn to arrive leads, waits a few
-milliseconds for the turns other threads are preparing, and runs one batched decode step for
-all of them at a time. Each session's key/value cache is left-padded to the longest, with an
-attention mask over the padding and each row's own positions, so every row computes what it
-would alone; when the batch ends, each session gets back its own cache, cut to its own tokens.
+their own prefill and per-token loop, and on a small model every step costs mostly overhead:
+eight threads each running the model's own thread pool were *slower* together than one session
+after another. Here every turn hands its prefill and its decoding to a :class:`DecodeBatcher`,
+which batches at the level of single steps (continuous batching, as LLM servers do):
 
-A turn alone takes the plain loop, so a single session is unaffected.
+- the turns that arrive together are **prefilled in one forward pass**: each row's past (its
+  dialogue's cache) left-padded to the longest past, its new tokens right-padded to the longest
+  new part, an attention mask over every pad and each row's own positions;
+- then one **batched decode step** at a time for every row; a turn that arrives meanwhile is
+  prefilled and joins at the next step, a row that emits ``</s>`` (or reaches its budget)
+  leaves at once with its own cache, cut back to its real positions, and its thread goes on.
+
+Whichever waiting thread finds no one stepping drives the loop, so no turn waits for another
+turn's answer to end. Every row computes what it would alone (pads are masked, positions are the
+row's own); the tests check the answers are token-identical. A turn alone, with no other turn of
+the agent under way, takes the plain loop, so a single session pays nothing for this.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from pixelagent.batching import Coalescer, InFlight
+from pixelagent.batching import InFlight
+
+_STATS = 4096  # the batch statistics kept (a long-running server must not grow them forever)
 
 
 @dataclass
 class DecodeJob:
-    """One session's decoding after its prefill.
+    """One turn's generation: the prefill of ``embeds`` after ``cache``, then greedy decoding.
 
     Attributes:
-        cache: its DynamicCache (the prompt fed), extended in place or replaced by the batcher.
-        length: positions in ``cache``.
-        token, hidden: the first token (from the prefill) and the state that predicted it (d,).
-        budget: how many tokens this turn may emit in all (the first included).
+        cache: its dialogue's cache (``length`` positions), extended in place or replaced.
+        length: positions in ``cache`` before this turn.
+        embeds: the turn's new input embeddings (T, d), T ≥ 1.
+        budget: how many tokens this turn may emit in all.
+        generated, hiddens: the emitted ids and, for each, the last-layer state (d,) that
+            predicted it; filled in by the batcher.
     """
 
     cache: Any
     length: int
-    token: int
-    hidden: torch.Tensor
+    embeds: torch.Tensor
     budget: int
     generated: list[int] = field(default_factory=list)
     hiddens: list[torch.Tensor] = field(default_factory=list)
+    position: int = 0  # the next position to feed (after the prefill: length + T)
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
+class _Rows:
+    """The turns decoding together: one joined cache, row r's real positions where attention[r] is 1."""
+
+    jobs: list[DecodeJob]
+    cache: Any
+    attention: torch.Tensor  # (B, L) long
 
 
 class DecodeBatcher:
-    """Runs the decode loops of concurrent turns as batched steps (see the module docstring).
+    """Runs the prefills and decode loops of concurrent turns as batched steps (module docstring).
 
-    ``step(embeds (B, 1, d), attention (B, L) or None, positions (B, 1) or None, cache)`` returns
-    the last-layer states (B, d); ``embed(tokens (B,))`` the input embeddings (B, 1, d);
-    ``logits(states)`` (B, V); ``eos`` ends a row. ``in_flight`` counts the agent's turns under
-    way (:class:`pixelagent.batching.InFlight`): while more are under way than jobs are waiting,
-    the first job waits up to ``window_s`` for theirs.
+    ``step(embeds (B, T, d), attention (B, L) or None, positions (B, T) or None, cache, last)``
+    returns the last-layer states (B, d) at the positions ``last`` (B,) (None: the last one);
+    ``embed(tokens (B,))`` the input embeddings (B, 1, d); ``logits(states)`` (B, V); ``eos``
+    ends a row; ``new_cache()`` an empty cache. ``in_flight`` counts the agent's turns under way
+    (:class:`pixelagent.batching.InFlight`): a turn alone takes the plain loop only when no other
+    is under way; when the batch is empty the first turn waits up to ``window_s`` for the turns
+    other threads are preparing. ``max_batch`` rows decode at once (1: every turn alone).
     """
 
     def __init__(self, step: Callable, embed: Callable, logits: Callable, eos: int, new_cache: Callable,
@@ -58,48 +84,119 @@ class DecodeBatcher:
                  sync_every: int = 1) -> None:
         self._step, self._embed, self._logits, self.eos = step, embed, logits, eos
         self._new_cache = new_cache
-        self.sync_every = sync_every
-        self._coalescer = Coalescer(self._run, in_flight, window_s, max_batch)
+        self.in_flight = in_flight or InFlight()
+        self.window_s, self.max_batch, self.sync_every = window_s, max(1, max_batch), sync_every
+        self._lock = threading.Condition()
+        self._pending: list[DecodeJob] = []
+        self._rows: _Rows | None = None
+        self._stepping = False
+        #: rows in each batched forward pass (prefills and decode steps), and the turns prefilled
+        #: together each time (for tests and benchmarks; the latest few thousand)
+        self.step_rows: deque[int] = deque(maxlen=_STATS)
+        self.prefill_rows: deque[int] = deque(maxlen=_STATS)
+        self.turns = 0  # turns decoded in all
 
     @property
-    def batches(self) -> list[int]:
-        """Sizes of the batches run so far (for tests and benchmarks)."""
-        return self._coalescer.batches
+    def batches(self) -> deque[int]:
+        """How many turns were prefilled together, each time (1 for a turn alone)."""
+        return self.prefill_rows
 
     def decode(self, job: DecodeJob) -> DecodeJob:
-        """Decode ``job`` (alone or with the jobs of other threads); returns it filled in."""
-        return self._coalescer.submit(job)
+        """Prefill and decode ``job`` (alone or with other threads' turns); returns it filled in."""
+        with self._lock:
+            self._pending.append(job)
+            self._lock.notify_all()
+            while not job.done:
+                if self._stepping:
+                    self._lock.wait(0.05)  # woken when a row leaves; the timeout guards a lost wake-up
+                    continue
+                self._stepping = True
+                try:
+                    self._drive(job)
+                finally:
+                    self._stepping = False
+                    self._lock.notify_all()
+        if job.error is not None:
+            raise job.error
+        return job
 
-    def _run(self, batch: list[DecodeJob]) -> list[DecodeJob]:
-        if len(batch) == 1:
-            self._alone(batch[0])
-        else:
-            self._together(batch)
-        return batch
+    # -- scheduling (called holding the lock; compute runs with it released) ---------------------
+    def _drive(self, own: DecodeJob) -> None:
+        """Run steps until ``own`` is done; another waiting thread then takes over the rest."""
+        while not own.done:
+            if self._rows is None and self._alone_is_best():
+                job = self._pending.pop(0)
+                self._compute(lambda: self._alone(job), [job])
+                continue
+            if self._rows is None:
+                self._gather()
+            room = self.max_batch - (len(self._rows.jobs) if self._rows else 0)
+            admitted, self._pending = self._pending[:room], self._pending[room:]
+            self._compute(lambda: self._advance(admitted), admitted + (self._rows.jobs if self._rows else []))
 
-    def _alone(self, job: DecodeJob) -> None:
-        """The plain greedy loop: feed each token back until ``eos`` or the budget.
+    def _alone_is_best(self) -> bool:
+        return len(self._pending) == 1 and (self.max_batch == 1 or self.in_flight.count <= 1)
+
+    def _gather(self) -> None:
+        """The batch is empty: wait up to ``window_s`` for the turns other threads are preparing."""
+        deadline = time.monotonic() + self.window_s
+        while len(self._pending) < min(self.in_flight.count, self.max_batch):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            self._lock.wait(left)
+
+    def _compute(self, work: Callable[[], list[DecodeJob]], involved: list[DecodeJob]) -> None:
+        """Run ``work`` without the lock; mark what it finished (or every involved job, on error)."""
+        self._lock.release()
+        try:
+            finished, error = work(), None
+        except BaseException as exc:  # every turn in this batch must hear of it
+            finished, error = involved, exc
+        finally:
+            self._lock.acquire()
+        if error is not None:
+            self._rows = None
+        for job in finished:
+            job.error, job.done = error, True
+        self.turns += len(finished) if error is None else 0
+        self._lock.notify_all()
+
+    # -- the work -----------------------------------------------------------------------------
+    def _advance(self, admitted: list[DecodeJob]) -> list[DecodeJob]:
+        """Prefill ``admitted`` and join them to the rows, or run one decode step; returns the
+        jobs that finished (their caches their own again)."""
+        if admitted:
+            self._join(self._prefill(admitted))
+        elif self._rows is not None:
+            self._decode_step(self._rows)
+        return self._retire_finished()
+
+    def _alone(self, job: DecodeJob) -> list[DecodeJob]:
+        """The plain greedy loop: prefill, then feed each token back until ``eos`` or the budget.
 
         With ``sync_every`` k > 1 the chosen tokens stay on the device and are read back k at a
         time (one device-to-host copy per k tokens instead of one per token, which stalls a GPU
         each step); tokens chosen after an ``eos`` are dropped and the cache cut back to what the
         one-at-a-time loop would hold, so the answer and the next turn are the same.
         """
-        job.generated, job.hiddens = [job.token], [job.hidden]
+        self.prefill_rows.append(1)
+        state = self._step(job.embeds.unsqueeze(0), None, None, job.cache, None)
+        job.generated, job.hiddens = [int(self._logits(state).argmax(-1)[0])], [state[0]]
         if job.generated[-1] == self.eos or job.budget <= 1:
-            return
+            return [job]
         if self.sync_every <= 1:
             while job.generated[-1] != self.eos and len(job.generated) < job.budget:
-                state = self._step(self._embed(torch.tensor([job.generated[-1]])), None, None, job.cache)
+                state = self._step(self._embed(torch.tensor([job.generated[-1]])), None, None, job.cache, None)
                 job.generated.append(int(self._logits(state).argmax(-1)[0]))
                 job.hiddens.append(state[0])
-            return
+            return [job]
         start = job.cache.get_seq_length()
-        last = torch.tensor([job.token], device=job.hidden.device)
+        last = torch.tensor(job.generated, device=state.device)
         while len(job.generated) < job.budget:
             chosen, states = [], []
             for _ in range(min(self.sync_every, job.budget - len(job.generated))):
-                state = self._step(self._embed(last), None, None, job.cache)
+                state = self._step(self._embed(last), None, None, job.cache, None)
                 last = self._logits(state).argmax(-1)
                 chosen.append(last)
                 states.append(state[0])
@@ -115,57 +212,137 @@ class DecodeBatcher:
         excess = job.cache.get_seq_length() - (start + fed)
         if excess > 0:
             job.cache.crop(-excess)  # transformers 5: a negative count of tokens to remove
+        return [job]
 
-    def _together(self, batch: list[DecodeJob]) -> None:
-        longest = max(job.length for job in batch)
-        cache, pads = self._joined(batch, longest)
-        device = batch[0].hidden.device
-        attention = torch.zeros(len(batch), longest, dtype=torch.long, device=device)
-        for row, pad in enumerate(pads):
-            attention[row, pad:] = 1
-        positions = torch.tensor([[job.length] for job in batch], device=device)
-        for job in batch:
-            job.generated, job.hiddens = [job.token], [job.hidden]
-        live = [job.token != self.eos and job.budget > 1 for job in batch]
-        fed = [0] * len(batch)
-        while any(live):
-            tokens = torch.tensor([job.generated[-1] for job in batch])
-            attention = torch.cat([attention, attention.new_ones(len(batch), 1)], dim=1)
-            states = self._step(self._embed(tokens), attention, positions, cache)
-            chosen = self._logits(states).argmax(-1).tolist()  # one sync per step for the whole batch
-            positions = positions + 1
-            for row, job in enumerate(batch):
-                if not live[row]:
-                    continue
-                fed[row] += 1
-                job.generated.append(int(chosen[row]))
-                job.hiddens.append(states[row])
-                live[row] = job.generated[-1] != self.eos and len(job.generated) < job.budget
-        self._split(batch, cache, pads, longest, fed)
+    def _prefill(self, jobs: list[DecodeJob]) -> _Rows:
+        """One forward pass over the new tokens of ``jobs``: pasts left-padded to the longest,
+        new tokens right-padded to the longest (so no query is ever without a real key), every
+        pad masked. Each job gets its first token and the state that chose it."""
+        self.prefill_rows.append(len(jobs))
+        self.step_rows.append(len(jobs))
+        device = jobs[0].embeds.device
+        past, new = max(j.length for j in jobs), max(j.embeds.shape[0] for j in jobs)
+        if len(jobs) == 1:  # nothing to pad: the plain call, as alone
+            job = jobs[0]
+            states = self._step(job.embeds.unsqueeze(0), None, None, job.cache, None)
+            attention = torch.ones(1, job.length + new, dtype=torch.long, device=device)
+            self._first_tokens(jobs, states)
+            return _Rows(jobs, job.cache, attention)
+        cache = self._joined_past(jobs, past)
+        embeds = torch.stack([_right_padded(j.embeds, new) for j in jobs])
+        attention = torch.zeros(len(jobs), past + new, dtype=torch.long, device=device)
+        for row, job in enumerate(jobs):
+            attention[row, past - job.length:past] = 1
+            attention[row, past:past + job.embeds.shape[0]] = 1
+        positions = torch.stack([torch.arange(new, device=device) + j.length for j in jobs])
+        last = torch.tensor([j.embeds.shape[0] - 1 for j in jobs], device=device)
+        states = self._step(embeds, attention, positions, cache, last)
+        self._first_tokens(jobs, states)
+        return _Rows(jobs, cache, attention)
 
-    def _joined(self, batch: list[DecodeJob], longest: int) -> tuple[Any, list[int]]:
-        """One cache for the batch: each row's keys and values left-padded to ``longest``."""
+    def _first_tokens(self, jobs: list[DecodeJob], states: torch.Tensor) -> None:
+        chosen = self._logits(states).argmax(-1).tolist()
+        for row, job in enumerate(jobs):
+            job.generated, job.hiddens = [int(chosen[row])], [states[row]]
+            job.position = job.length + job.embeds.shape[0]
+
+    def _decode_step(self, rows: _Rows) -> None:
+        """Feed every row its last token; append what each chose."""
+        jobs = rows.jobs
+        self.step_rows.append(len(jobs))
+        device = rows.attention.device
+        rows.attention = torch.cat([rows.attention, rows.attention.new_ones(len(jobs), 1)], dim=1)
+        tokens = torch.tensor([j.generated[-1] for j in jobs], device=device)
+        if len(jobs) == 1 and bool(rows.attention.all()):  # one row, no pads: the plain call
+            states = self._step(self._embed(tokens), None, None, rows.cache, None)
+        else:
+            positions = torch.tensor([[j.position] for j in jobs], device=device)
+            states = self._step(self._embed(tokens), rows.attention, positions, rows.cache, None)
+        chosen = self._logits(states).argmax(-1).tolist()  # one sync per step for the whole batch
+        for row, job in enumerate(jobs):
+            job.generated.append(int(chosen[row]))
+            job.hiddens.append(states[row])
+            job.position += 1
+
+    def _finished(self, job: DecodeJob) -> bool:
+        return job.generated[-1] == self.eos or len(job.generated) >= job.budget
+
+    def _join(self, block: _Rows) -> None:
+        """Add freshly prefilled rows to the running ones (both left-padded to the longer)."""
+        if self._rows is None:
+            self._rows = block
+            return
+        rows = self._rows
+        longest = max(rows.attention.shape[1], block.attention.shape[1])
         joined = self._new_cache()
-        pads = [longest - job.length for job in batch]
-        for layer in range(len(batch[0].cache.layers)):
-            keys = [_padded(job.cache.layers[layer].keys, pad) for job, pad in zip(batch, pads)]
-            values = [_padded(job.cache.layers[layer].values, pad) for job, pad in zip(batch, pads)]
+        for layer in range(len(rows.cache.layers)):
+            keys = [_left_padded(r.cache.layers[layer].keys, longest) for r in (rows, block)]
+            values = [_left_padded(r.cache.layers[layer].values, longest) for r in (rows, block)]
             joined.update(torch.cat(keys), torch.cat(values), layer)
-        return joined, pads
+        attention = torch.cat([_left_padded(a, longest) for a in (rows.attention, block.attention)])
+        self._rows = _Rows(rows.jobs + block.jobs, joined, attention)
 
-    def _split(self, batch: list[DecodeJob], cache: Any, pads: list[int], longest: int, fed: list[int]) -> None:
-        """Give each job its own cache back: its prompt and the tokens it fed, no padding."""
-        for row, job in enumerate(batch):
+    def _retire_finished(self) -> list[DecodeJob]:
+        """Give each finished row its own cache back (its real positions only) and drop it."""
+        rows = self._rows
+        if rows is None:
+            return []
+        done = [r for r, job in enumerate(rows.jobs) if self._finished(job)]
+        if not done:
+            return []
+        for r in done:
+            real = rows.attention[r].nonzero().squeeze(1)
             own = self._new_cache()
-            stop = longest + fed[row]
-            for layer_index, layer in enumerate(cache.layers):
-                own.update(layer.keys[row:row + 1, :, pads[row]:stop].clone(),
-                           layer.values[row:row + 1, :, pads[row]:stop].clone(), layer_index)
-            job.cache = own
+            for index, layer in enumerate(rows.cache.layers):
+                own.update(layer.keys[r:r + 1, :, real].clone(), layer.values[r:r + 1, :, real].clone(), index)
+            rows.jobs[r].cache = own
+        finished = [rows.jobs[r] for r in done]
+        keep = [r for r in range(len(rows.jobs)) if r not in set(done)]
+        if not keep:
+            self._rows = None
+            return finished
+        index = torch.tensor(keep, device=rows.attention.device)
+        attention = rows.attention[index]
+        first = int(attention.any(0).nonzero()[0])  # columns that are padding for every row left
+        cache = self._new_cache()
+        for layer_index, layer in enumerate(rows.cache.layers):
+            cache.update(layer.keys[index, :, first:], layer.values[index, :, first:], layer_index)
+        self._rows = _Rows([rows.jobs[r] for r in keep], cache, attention[:, first:])
+        return finished
+
+    def _joined_past(self, jobs: list[DecodeJob], past: int) -> Any:
+        """One cache of the jobs' pasts, each left-padded to ``past`` positions (empty: none)."""
+        cache = self._new_cache()
+        if past == 0:
+            return cache
+        model = next(j for j in jobs if j.length > 0).cache  # the shape of a layer's keys
+        for layer in range(len(model.layers)):
+            like = model.layers[layer].keys
+            keys = [_left_padded(_layer(j.cache, layer, "keys", like), past) for j in jobs]
+            values = [_left_padded(_layer(j.cache, layer, "values", like), past) for j in jobs]
+            cache.update(torch.cat(keys), torch.cat(values), layer)
+        return cache
 
 
-def _padded(tensor: torch.Tensor, pad: int) -> torch.Tensor:
-    """(1, H, L, D) → (1, H, pad + L, D) with zeros in front."""
+def _layer(cache: Any, layer: int, name: str, like: torch.Tensor) -> torch.Tensor:
+    """A cache layer's keys or values (1, H, L, D); an empty cache's are (1, H, 0, D)."""
+    if len(cache.layers) > layer and cache.layers[layer].is_initialized and cache.get_seq_length() > 0:
+        return getattr(cache.layers[layer], name)
+    return like.new_zeros(1, like.shape[1], 0, like.shape[3])
+
+
+def _left_padded(tensor: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, ..., L) along dim 2 for caches (B, H, L, D) or dim 1 for masks (B, L): zeros in front."""
+    dim = 2 if tensor.dim() == 4 else 1
+    pad = length - tensor.shape[dim]
     if pad == 0:
         return tensor
-    return torch.cat([tensor.new_zeros(*tensor.shape[:2], pad, tensor.shape[-1]), tensor], dim=2)
+    shape = list(tensor.shape)
+    shape[dim] = pad
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _right_padded(embeds: torch.Tensor, length: int) -> torch.Tensor:
+    """(T, d) → (length, d) with zeros after."""
+    pad = length - embeds.shape[0]
+    return embeds if pad == 0 else torch.cat([embeds, embeds.new_zeros(pad, embeds.shape[1])])

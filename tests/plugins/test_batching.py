@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+import torch
 
 from pixelagent import Agent
 from pixelagent.demo import demo_scenes
@@ -47,7 +48,7 @@ def test_a_failure_in_a_batch_reaches_every_waiting_turn(agent):
     import torch
 
     with pytest.raises(RuntimeError, match="fell over"):
-        batcher.decode(DecodeJob(cache=None, length=1, token=5, hidden=torch.zeros(2), budget=3))
+        batcher.decode(DecodeJob(cache=None, length=1, embeds=torch.zeros(1, 2), budget=3))
 
 
 def test_sam_decodes_the_prompts_of_several_images_at_once_as_alone(agent):
@@ -90,3 +91,108 @@ def test_concurrent_sessions_share_mask_decoding_and_encoding(agent):
         thread.join()
     assert results == expected  # Mask equality: every pixel
     assert max(decoder.batches) >= 2
+
+
+def _job(llm, seed, past, new, budget):
+    """A turn with ``past`` positions already in its cache and ``new`` tokens to prefill."""
+    from transformers import DynamicCache
+
+    from pixelagent_llava.batching import DecodeJob
+
+    generator = torch.Generator().manual_seed(seed)
+    vocab = llm.llava.lm_head.weight.shape[0]
+    cache = DynamicCache()
+    if past:
+        llm._step(llm._embed(torch.randint(5, vocab, (past,), generator=generator)).unsqueeze(0), None, None, cache)
+    return DecodeJob(cache=cache, length=past, embeds=llm._embed(torch.randint(5, vocab, (new,), generator=generator)),
+                     budget=budget)
+
+
+def test_ragged_prefills_and_turns_joining_mid_loop_decode_as_alone(agent):
+    """Pasts of 0, 37 and 90 positions, new parts of 12, 3 and 40 tokens prefilled together; a
+    fourth turn joins after the third decode step; rows leave at their own budgets. Every turn's
+    tokens, states and returned cache are what it gets alone."""
+    from transformers import DynamicCache
+
+    from pixelagent.batching import InFlight
+    from pixelagent_llava.batching import DecodeBatcher
+
+    llm = agent.parts["llm"]
+    specs = [(1, 0, 12, 9), (2, 37, 3, 14), (3, 90, 40, 6), (4, 20, 7, 11)]
+    solo = llm._new_batcher(window_s=0.0, max_batch=1)
+    alone = [solo.decode(_job(llm, *spec)) for spec in specs]
+
+    in_flight, late, steps = InFlight(), threading.Event(), []
+
+    def step(embeds, attention, positions, cache, last=None):
+        steps.append(embeds.shape[0])
+        if embeds.shape[1] == 1 and len(steps) == 4:
+            late.set()  # the fourth turn arrives while three decode
+        return llm._step(embeds, attention, positions, cache, last)
+
+    batcher = DecodeBatcher(step=step, embed=lambda t: llm._embed(t).unsqueeze(1), logits=llm.llava.lm_head,
+                            eos=llm.template.eos_id, new_cache=DynamicCache, in_flight=in_flight, window_s=2.0)
+    jobs = [_job(llm, *spec) for spec in specs]
+    for _ in range(3):
+        in_flight.__enter__()  # three turns under way: the first waits for the other two
+
+    def run(job, wait=None):
+        if wait is not None:
+            wait.wait(30)
+        batcher.decode(job)
+
+    threads = [threading.Thread(target=run, args=(job,)) for job in jobs[:3]]
+    threads.append(threading.Thread(target=run, args=(jobs[3], late)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert list(batcher.prefill_rows) == [3, 1]  # three prefilled together, the late one alone
+    assert max(steps) == 4  # ... and then decoding beside them
+    for mine, reference in zip(jobs, alone):
+        assert mine.generated == reference.generated
+        torch.testing.assert_close(torch.stack(mine.hiddens), torch.stack(reference.hiddens), atol=1e-5, rtol=1e-5)
+        assert mine.cache.get_seq_length() == reference.cache.get_seq_length() == mine.length + \
+            mine.embeds.shape[0] + len(mine.generated) - 1
+        for ours, theirs in zip(mine.cache.layers, reference.cache.layers):
+            torch.testing.assert_close(ours.keys, theirs.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(ours.values, theirs.values, atol=1e-5, rtol=1e-5)
+
+
+def test_a_failing_step_in_a_shared_batch_reaches_every_row_and_the_batcher_recovers(agent):
+    from transformers import DynamicCache
+
+    from pixelagent.batching import InFlight
+    from pixelagent_llava.batching import DecodeBatcher
+
+    llm = agent.parts["llm"]
+    in_flight, calls = InFlight(), []
+
+    def step(embeds, attention, positions, cache, last=None):
+        calls.append(embeds.shape[0])
+        if len(calls) == 3:
+            raise RuntimeError("the device fell over")
+        return llm._step(embeds, attention, positions, cache, last)
+
+    batcher = DecodeBatcher(step=step, embed=lambda t: llm._embed(t).unsqueeze(1), logits=llm.llava.lm_head,
+                            eos=-1, new_cache=DynamicCache, in_flight=in_flight, window_s=2.0)
+    in_flight.__enter__()
+    in_flight.__enter__()
+    errors = []
+
+    def run(job):
+        try:
+            batcher.decode(job)
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=run, args=(_job(llm, s, 5, 4, 10),)) for s in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == ["the device fell over"] * 2
+    in_flight.__exit__()
+    in_flight.__exit__()
+    after = batcher.decode(_job(llm, 3, 5, 4, 10))  # nothing left over from the failed batch
+    assert len(after.generated) == 10
