@@ -477,7 +477,7 @@ def serve_command(
     preset: Optional[str] = PresetOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (127.0.0.1: this machine only)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
-    workers: int = typer.Option(2, "--workers", min=1, help="Turns that run at once (threads; one process holds "
+    workers: int = typer.Option(8, "--workers", min=1, help="Turns that run at once (threads; one process holds "
                                                             "the sessions, so there is one server process)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda (default: the preset's)."),
     max_sessions: int = typer.Option(64, "--max-sessions", min=1, help="Sessions held at once; more get 429."),

@@ -1,6 +1,6 @@
 """Load test of `pixelagent serve`: N concurrent clients x K turns each for a bounded time; requests/s, latency, errors, peak RSS.
 
-    python recipes/load_test.py [--clients 1 8 32] [--turns 4] [--duration 20] [--workers 2] [--preset miras-tiny]
+    python recipes/load_test.py [--clients 1 8 32] [--turns 4] [--duration 20] [--workers 8] [--preset miras-tiny]
     pixelagent recipe load-test --clients 1 8 32 --duration 30
 
 Starts ``pixelagent serve`` on 127.0.0.1 (a free port) in its own process, waits for
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--turns", type=int, default=4, help="turns per session before a client opens another")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each N runs (turns in flight finish)")
-    parser.add_argument("--workers", type=int, default=2, help="the server's --workers")
+    parser.add_argument("--workers", type=int, default=8, help="the server's --workers")
     parser.add_argument("--preset", default="miras-tiny")
     args = parser.parse_args(argv)
     scenes = scenes_as_png()
