@@ -34,6 +34,18 @@ class InFlight:
             self.count -= 1
 
 
+def wait_for_others(condition: threading.Condition, pending: list, in_flight: InFlight, most: int,
+                    window_s: float) -> None:
+    """Called holding ``condition``: wait up to ``window_s`` seconds while fewer items are
+    ``pending`` than turns are under way (at most ``most``); submitters notify ``condition``."""
+    deadline = time.monotonic() + window_s
+    while len(pending) < min(in_flight.count, most):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        condition.wait(left)
+
+
 class Coalescer:
     """Runs concurrent submissions together: ``run_many(items) -> results`` (same order, same length).
 
@@ -73,12 +85,7 @@ class Coalescer:
     def _lead(self) -> None:
         """Called holding the lock: gather, release the lock while running, wake the others."""
         self._leading = True
-        deadline = time.monotonic() + self.window_s
-        while len(self._pending) < min(self.in_flight.count, self.max_batch):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._lock.wait(left)
+        wait_for_others(self._lock, self._pending, self.in_flight, self.max_batch, self.window_s)
         batch, self._pending = self._pending[:self.max_batch], self._pending[self.max_batch:]
         self._lock.release()
         try:

@@ -22,14 +22,13 @@ the agent under way, takes the plain loop, so a single session pays nothing for 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from pixelagent.batching import InFlight
+from pixelagent.batching import InFlight, wait_for_others
 
 _STATS = 4096  # the batch statistics kept (a long-running server must not grow them forever)
 
@@ -139,12 +138,7 @@ class DecodeBatcher:
 
     def _gather(self) -> None:
         """The batch is empty: wait up to ``window_s`` for the turns other threads are preparing."""
-        deadline = time.monotonic() + self.window_s
-        while len(self._pending) < min(self.in_flight.count, self.max_batch):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            self._lock.wait(left)
+        wait_for_others(self._lock, self._pending, self.in_flight, self.max_batch, self.window_s)
 
     def _compute(self, work: Callable[[], list[DecodeJob]], involved: list[DecodeJob]) -> None:
         """Run ``work`` without the lock; mark what it finished (or every involved job, on error)."""
