@@ -102,3 +102,32 @@ def test_each_variant_and_seed_is_a_run_that_resumes_where_it_stopped(tmp_path, 
     assert "| miras-tiny |" in table and "| 0, 1 |" in table and "±" in table
     rows = json.loads((work / "ablation.json").read_text())
     assert set(rows["miras-tiny"]["seeds"]) == {"0", "1"}
+
+
+def test_jobs_run_that_many_runs_at_once_and_a_failed_run_stops_only_itself(monkeypatch, tmp_path):
+    import threading
+
+    together = threading.Barrier(3, timeout=20)  # passes only if three runs are under way at once
+    finished = []
+
+    def fake_run(name, seed, data, args):
+        together.wait()
+        if (name, seed) == ("no-dual", 0):
+            raise SystemExit("step failed (1): train_stage2.py")
+        finished.append((name, seed))
+        return {"metrics": metrics(0.5), "seconds": 1}
+
+    monkeypatch.setattr(ablate, "run_variant", fake_run)
+    args = ablate.parse_args(["--jobs", "3"])
+    with pytest.raises(SystemExit, match=r"1 of 3 runs failed: no-dual seed 0 \(step failed \(1\).*Rerun the same"):
+        ablate.run_all([("miras-tiny", 0), ("no-dual", 0), ("no-sra", 0)], tmp_path, args)
+    assert sorted(finished) == [("miras-tiny", 0), ("no-sra", 0)]  # the others went on to the end
+    together.reset()
+    args = ablate.parse_args(["--jobs", "3"])
+    rows = ablate.run_all([("miras-tiny", 0), ("miras-tiny", 1), ("no-sra", 0)], tmp_path, args)
+    assert list(rows) == ["miras-tiny", "no-sra"] and list(rows["miras-tiny"]["seeds"]) == [0, 1]
+
+
+def test_jobs_and_procs_must_be_positive():
+    with pytest.raises(SystemExit, match="--jobs and --procs must be at least 1"):
+        ablate.main(["--jobs", "0"])
