@@ -160,3 +160,32 @@ def test_missing_weights_name_the_setting(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError, match="llm.settings.pretrained"):
         build_backbone(LlavaSettings(pretrained=str(tmp_path / "absent")), "cpu", "float32", VISION_DIM)
+
+
+def test_the_template_remembers_pieces_it_tokenised_and_stays_bounded(backbone):
+    from pixelagent_llava.template import Exchange, VicunaTemplate, _TokenCache
+
+    template = backbone.template
+    fresh = VicunaTemplate(template.tokenizer)
+    dialogue = [Exchange(f"question {i} about the [SEG] label", f"It is [OBJ]the label {i}[SEG].") for i in range(6)]
+    first = fresh.encode(dialogue)
+    calls = []
+    original = fresh._plain
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return original(*args, **kwargs)
+
+    fresh._plain = counting
+    assert fresh.encode(dialogue) == first  # the same ids from memory ...
+    assert calls == []  # ... without tokenising anything again
+    ids = fresh.prompt_ids("question 0 about the [SEG] label", first=False)
+    ids.append(-1)  # a caller changing its list does not change what is remembered
+    assert fresh.prompt_ids("question 0 about the [SEG] label", first=False)[-1] != -1
+
+    cache = _TokenCache(budget=10, longest=6)
+    for text in ("abcd", "efgh", "ijkl"):
+        cache.put((text, True), [1, 2])
+    assert cache.chars <= 10 and cache.get(("abcd", True)) is None and cache.get(("ijkl", True)) == (1, 2)
+    cache.put(("x" * 7, True), [3])  # too long to keep
+    assert cache.get(("x" * 7, True)) is None
