@@ -227,7 +227,8 @@ class LlavaBackbone(LLMBackbone, nn.Module):
     def _batcher(self) -> DecodeBatcher:
         if self.__dict__.get("_shared_batcher") is None:
             self.__dict__["_shared_batcher"] = self._new_batcher(window_s=self.settings.batch_window_ms / 1000,
-                                                                 in_flight=self.in_flight)
+                                                                 in_flight=self.in_flight,
+                                                                 max_prefill_tokens=self.settings.batch_prefill_tokens)
         return self.__dict__["_shared_batcher"]
 
     @property

@@ -75,16 +75,19 @@ class DecodeBatcher:
     ends a row; ``new_cache()`` an empty cache. ``in_flight`` counts the agent's turns under way
     (:class:`pixelagent.batching.InFlight`): a turn alone takes the plain loop only when no other
     is under way; when the batch is empty the first turn waits up to ``window_s`` for the turns
-    other threads are preparing. ``max_batch`` rows decode at once (1: every turn alone).
+    other threads are preparing. ``max_batch`` rows decode at once (1: every turn alone); one
+    batched prefill computes at most ``max_prefill_tokens`` positions (rows × the longest new
+    part; a turn alone always goes in).
     """
 
     def __init__(self, step: Callable, embed: Callable, logits: Callable, eos: int, new_cache: Callable,
                  in_flight: InFlight | None = None, window_s: float = 0.004, max_batch: int = 16,
-                 sync_every: int = 1) -> None:
+                 sync_every: int = 1, max_prefill_tokens: int = 8192) -> None:
         self._step, self._embed, self._logits, self.eos = step, embed, logits, eos
         self._new_cache = new_cache
         self.in_flight = in_flight or InFlight()
         self.window_s, self.max_batch, self.sync_every = window_s, max(1, max_batch), sync_every
+        self.max_prefill_tokens = max_prefill_tokens
         self._lock = threading.Condition()
         self._pending: list[DecodeJob] = []
         self._rows: _Rows | None = None
@@ -129,9 +132,22 @@ class DecodeBatcher:
                 continue
             if self._rows is None:
                 self._gather()
-            room = self.max_batch - (len(self._rows.jobs) if self._rows else 0)
-            admitted, self._pending = self._pending[:room], self._pending[room:]
+            admitted = self._admissible()
+            self._pending = self._pending[len(admitted):]
             self._compute(lambda: self._advance(admitted), admitted + (self._rows.jobs if self._rows else []))
+
+    def _admissible(self) -> list[DecodeJob]:
+        """The pending turns to prefill now, oldest first: while the batch has room and the pass
+        stays within ``max_prefill_tokens`` (the first always goes in)."""
+        room = self.max_batch - (len(self._rows.jobs) if self._rows else 0)
+        admitted: list[DecodeJob] = []
+        longest = 0
+        for job in self._pending[:room]:
+            longest = max(longest, job.embeds.shape[0])
+            if admitted and (len(admitted) + 1) * longest > self.max_prefill_tokens:
+                break
+            admitted.append(job)
+        return admitted
 
     def _alone_is_best(self) -> bool:
         return len(self._pending) == 1 and (self.max_batch == 1 or self.in_flight.count <= 1)

@@ -45,6 +45,9 @@ class LlavaSettings(BaseModel):
             threads, or ``pixelagent serve``) share their decoding steps in one batch
             (:mod:`pixelagent_llava.batching`); each answer is the one it would be alone.
         batch_window_ms: how long the first of such turns waits for the others (milliseconds).
+        batch_prefill_tokens: the most positions one batched prefill computes (rows × the
+            longest new part): turns beyond it are prefilled in a later pass, so eight long
+            prompts arriving together do not need eight prompts' activations at once.
         sync_every: read the chosen tokens back to the host every k tokens (None: 8 on CUDA,
             where each read stalls the device, 1 on the CPU, where it costs nothing; always 1 with
             a static cache, which cannot be cut back after tokens chosen past ``</s>``).
@@ -70,6 +73,7 @@ class LlavaSettings(BaseModel):
     merge_lora: bool = True
     batch_sessions: bool = True
     batch_window_ms: float = Field(2.0, ge=0)
+    batch_prefill_tokens: int = Field(8192, ge=1)
     sync_every: Optional[int] = Field(None, ge=1)
     kv_cache: Literal["dynamic", "static"] = "dynamic"
     compile: bool = False

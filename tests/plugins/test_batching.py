@@ -1,6 +1,7 @@
 """Turns of different sessions running at once share decoding steps; each answer is unchanged."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -196,3 +197,34 @@ def test_a_failing_step_in_a_shared_batch_reaches_every_row_and_the_batcher_reco
     in_flight.__exit__()
     after = batcher.decode(_job(llm, 3, 5, 4, 10))  # nothing left over from the failed batch
     assert len(after.generated) == 10
+
+
+def test_a_prefill_pass_stays_within_its_token_budget(agent):
+    from transformers import DynamicCache
+
+    from pixelagent.batching import InFlight
+    from pixelagent_llava.batching import DecodeBatcher
+
+    llm = agent.parts["llm"]
+    specs = [(1, 10, 12, 4), (2, 5, 3, 4), (3, 8, 40, 4)]
+    solo = llm._new_batcher(window_s=0.0, max_batch=1)
+    alone = [solo.decode(_job(llm, *spec)).generated for spec in specs]
+    in_flight = InFlight()
+    batcher = DecodeBatcher(step=llm._step, embed=lambda t: llm._embed(t).unsqueeze(1), logits=llm.llava.lm_head,
+                            eos=llm.template.eos_id, new_cache=DynamicCache, in_flight=in_flight, window_s=2.0,
+                            max_prefill_tokens=40)
+    jobs = [_job(llm, *spec) for spec in specs]
+    for _ in jobs:
+        in_flight.__enter__()
+    threads = []
+    for index, job in enumerate(jobs):  # they arrive in this order while the first gathers
+        threads.append(threading.Thread(target=batcher.decode, args=(job,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 30
+        while len(batcher._pending) < index + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(60)
+    # 2 rows x 12 positions fit 40; the third (40 new tokens) would make 3 x 40: a pass of its own
+    assert list(batcher.prefill_rows) == [2, 1]
+    assert [job.generated for job in jobs] == alone
