@@ -128,7 +128,13 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             cache, fed = self._new_cache(), []
         new = ids[len(fed):]
         visual = request.visual if self.template.image_id in new else None
-        generated, hiddens, cache = self._generate(self._expand(new, [-100] * len(new), visual).embeds, cache)
+        try:
+            generated, hiddens, cache = self._generate(self._expand(new, [-100] * len(new), visual).embeds, cache)
+        except BaseException:
+            # the cache may hold part of this failed turn: the next turn starts it afresh
+            state.pop("cache", None)
+            state.pop("fed", None)
+            raise
         ended = bool(generated) and generated[-1] == self.template.eos_id
         # the last emitted token was never fed back, so the cache holds all but it
         state.update(cache=cache, fed=ids + generated[:-1])

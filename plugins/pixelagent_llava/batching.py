@@ -33,7 +33,7 @@ from pixelagent.batching import InFlight, wait_for_others
 _STATS = 4096  # the batch statistics kept (a long-running server must not grow them forever)
 
 
-@dataclass
+@dataclass(eq=False)  # jobs are compared by identity (they hold tensors)
 class DecodeJob:
     """One turn's generation: the prefill of ``embeds`` after ``cache``, then greedy decoding.
 
@@ -55,6 +55,7 @@ class DecodeJob:
     position: int = 0  # the next position to feed (after the prefill: length + T)
     done: bool = False
     error: BaseException | None = None
+    abandoned: bool = False  # its thread stopped waiting (interrupted): drop it at the next step
 
 
 @dataclass
@@ -108,16 +109,23 @@ class DecodeBatcher:
         with self._lock:
             self._pending.append(job)
             self._lock.notify_all()
-            while not job.done:
-                if self._stepping:
-                    self._lock.wait(0.05)  # woken when a row leaves; the timeout guards a lost wake-up
-                    continue
-                self._stepping = True
-                try:
-                    self._drive(job)
-                finally:
-                    self._stepping = False
-                    self._lock.notify_all()
+            try:
+                while not job.done:
+                    if self._stepping:
+                        self._lock.wait(0.05)  # woken when a row leaves; the timeout guards a lost wake-up
+                        continue
+                    self._stepping = True
+                    try:
+                        self._drive(job)
+                    finally:
+                        self._stepping = False
+                        self._lock.notify_all()
+            except BaseException:  # interrupted while waiting (Ctrl-C): nobody decodes for it any more
+                if not job.done:
+                    if job in self._pending:
+                        self._pending.remove(job)
+                    job.abandoned = True
+                raise
         if job.error is not None:
             raise job.error
         return job
@@ -128,13 +136,16 @@ class DecodeBatcher:
         while not own.done:
             if self._rows is None and self._alone_is_best():
                 job = self._pending.pop(0)
-                self._compute(lambda: self._alone(job), [job])
+                self._compute(lambda: self._alone(job), [job], own)
                 continue
             if self._rows is None:
                 self._gather()
             admitted = self._admissible()
             self._pending = self._pending[len(admitted):]
-            self._compute(lambda: self._advance(admitted), admitted + (self._rows.jobs if self._rows else []))
+            if admitted:
+                self._compute(lambda: self._admit(admitted), admitted + (self._rows.jobs if self._rows else []), own)
+            elif self._rows is not None:
+                self._compute(self._step_rows, list(self._rows.jobs), own)
 
     def _admissible(self) -> list[DecodeJob]:
         """The pending turns to prefill now, oldest first: while the batch has room and the pass
@@ -150,36 +161,54 @@ class DecodeBatcher:
         return admitted
 
     def _alone_is_best(self) -> bool:
-        return len(self._pending) == 1 and (self.max_batch == 1 or self.in_flight.count <= 1)
+        if self.max_batch == 1:  # never batched (a static cache, batch_sessions off): one by one
+            return bool(self._pending)
+        return len(self._pending) == 1 and self.in_flight.count <= 1
 
     def _gather(self) -> None:
         """The batch is empty: wait up to ``window_s`` for the turns other threads are preparing."""
         wait_for_others(self._lock, self._pending, self.in_flight, self.max_batch, self.window_s)
 
-    def _compute(self, work: Callable[[], list[DecodeJob]], involved: list[DecodeJob]) -> None:
-        """Run ``work`` without the lock; mark what it finished (or every involved job, on error)."""
+    def _compute(self, work: Callable[[], list[DecodeJob]], involved: list[DecodeJob], own: DecodeJob) -> None:
+        """Run ``work`` without the lock and mark the jobs it finished. When it fails, the jobs a
+        :class:`_Failed` names fail (the rows are intact), otherwise every involved job does and
+        the rows are gone. An interruption (Ctrl-C) reaches the driving turn as itself and the
+        others as a RuntimeError, so worker threads never see a KeyboardInterrupt."""
         self._lock.release()
+        finished: list[DecodeJob] = []
+        failed: list[DecodeJob] = []
         try:
             finished, error = work(), None
-        except BaseException as exc:  # every turn in this batch must hear of it
-            finished, error = involved, exc
+        except _Failed as partial:
+            failed, error = partial.jobs, partial.error
+        except BaseException as exc:  # the rows' state is lost: every turn in them must hear of it
+            failed, error = involved, exc
+            self._rows = None  # only the driver touches the rows
         finally:
             self._lock.acquire()
-        if error is not None:
-            self._rows = None
         for job in finished:
-            job.error, job.done = error, True
-        self.turns += len(finished) if error is None else 0
-        self._lock.notify_all()
+            job.done = True
+        for job in failed:
+            job.error = error if job is own or isinstance(error, Exception) else RuntimeError(
+                f"the batched decoding this turn shared was interrupted ({type(error).__name__}); ask again")
+            job.done = True
+        self.turns += len(finished)
+        if finished or failed:  # only then can a waiting thread's state have changed
+            self._lock.notify_all()
 
     # -- the work -----------------------------------------------------------------------------
-    def _advance(self, admitted: list[DecodeJob]) -> list[DecodeJob]:
-        """Prefill ``admitted`` and join them to the rows, or run one decode step; returns the
-        jobs that finished (their caches their own again)."""
-        if admitted:
-            self._join(self._prefill(admitted))
-        elif self._rows is not None:
-            self._decode_step(self._rows)
+    def _admit(self, admitted: list[DecodeJob]) -> list[DecodeJob]:
+        """Prefill ``admitted`` and join them to the rows; returns the jobs that finished. If the
+        prefill fails, only ``admitted`` fail: the rows were not touched yet."""
+        try:
+            self._join(self._prefill(admitted))  # _join replaces the rows in its last statement
+        except BaseException as exc:
+            raise _Failed(admitted, exc) from None
+        return self._retire_finished()
+
+    def _step_rows(self) -> list[DecodeJob]:
+        """One decode step for every row; returns the jobs that finished."""
+        self._decode_step(self._rows)
         return self._retire_finished()
 
     def _alone(self, job: DecodeJob) -> list[DecodeJob]:
@@ -197,7 +226,10 @@ class DecodeBatcher:
             return [job]
         if self.sync_every <= 1:
             while job.generated[-1] != self.eos and len(job.generated) < job.budget:
-                state = self._step(self._embed(torch.tensor([job.generated[-1]])), None, None, job.cache, None)
+                if self._arrived():
+                    return self._continue_batched(job)
+                token = torch.tensor([job.generated[-1]], device=state.device)
+                state = self._step(self._embed(token), None, None, job.cache, None)
                 job.generated.append(int(self._logits(state).argmax(-1)[0]))
                 job.hiddens.append(state[0])
             return [job]
@@ -218,11 +250,25 @@ class DecodeBatcher:
                     break
             if job.generated[-1] == self.eos:
                 break
+            if len(job.generated) < job.budget and self._arrived():
+                return self._continue_batched(job)  # a whole chunk went in: nothing to cut back
         fed = len(job.generated) - 1  # every emitted token but the last went in
         excess = job.cache.get_seq_length() - (start + fed)
         if excess > 0:
             job.cache.crop(-excess)  # transformers 5: a negative count of tokens to remove
         return [job]
+
+    def _arrived(self) -> bool:
+        """Whether another turn is waiting (read without the lock: a hint, checked each step)."""
+        return self.max_batch > 1 and bool(self._pending)
+
+    def _continue_batched(self, job: DecodeJob) -> list[DecodeJob]:
+        """Another turn arrived during a turn alone: it becomes the batch's first row (its cache
+        holds every emitted token but the last), and the driver admits the newcomer next."""
+        length = job.cache.get_seq_length()
+        job.position = length
+        self._rows = _Rows([job], job.cache, torch.ones(1, length, dtype=torch.long, device=job.embeds.device))
+        return []
 
     def _prefill(self, jobs: list[DecodeJob]) -> _Rows:
         """One forward pass over the new tokens of ``jobs``: pasts left-padded to the longest,
@@ -275,7 +321,7 @@ class DecodeBatcher:
             job.position += 1
 
     def _finished(self, job: DecodeJob) -> bool:
-        return job.generated[-1] == self.eos or len(job.generated) >= job.budget
+        return job.abandoned or job.generated[-1] == self.eos or len(job.generated) >= job.budget
 
     def _join(self, block: _Rows) -> None:
         """Add freshly prefilled rows to the running ones (both left-padded to the longer)."""
@@ -332,6 +378,14 @@ class DecodeBatcher:
             values = [_left_padded(_layer(j.cache, layer, "values", like), past) for j in jobs]
             cache.update(torch.cat(keys), torch.cat(values), layer)
         return cache
+
+
+class _Failed(Exception):
+    """Only ``jobs`` failed (with ``error``); the rows decoding beside them are intact."""
+
+    def __init__(self, jobs: list[DecodeJob], error: BaseException) -> None:
+        super().__init__(str(error))
+        self.jobs, self.error = jobs, error
 
 
 def _layer(cache: Any, layer: int, name: str, like: torch.Tensor) -> torch.Tensor:

@@ -221,10 +221,142 @@ def test_a_prefill_pass_stays_within_its_token_budget(agent):
         threads.append(threading.Thread(target=batcher.decode, args=(job,)))
         threads[-1].start()
         deadline = time.monotonic() + 30
-        while len(batcher._pending) < index + 1 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        while job not in batcher._pending and not batcher.prefill_rows and time.monotonic() < deadline:
+            time.sleep(0.001)  # until it waits in line (or the gathering is over)
     for thread in threads:
         thread.join(60)
     # 2 rows x 12 positions fit 40; the third (40 new tokens) would make 3 x 40: a pass of its own
     assert list(batcher.prefill_rows) == [2, 1]
     assert [job.generated for job in jobs] == alone
+
+
+def _batcher(llm, step, **options):
+    from transformers import DynamicCache
+
+    from pixelagent_llava.batching import DecodeBatcher
+
+    return DecodeBatcher(step=step, embed=lambda t: llm._embed(t).unsqueeze(1), logits=llm.llava.lm_head,
+                         eos=-1, new_cache=DynamicCache, **options)
+
+
+def test_a_turn_that_fails_midway_leaves_no_trace_in_its_session(agent):
+    scene = demo_scenes(1)[0]
+    first, second = scene.requests[0], scene.requests[-1]
+    fresh = agent.session(scene.image)
+    fresh.ask(first)
+    expected = fresh.ask(second)
+    session = agent.session(scene.image)
+    session.ask(first)
+    llm = agent.parts["llm"]
+    batcher, calls = llm._batcher, []
+    real = batcher._step
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 3:  # during the decoding of turn 2
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return real(*args)
+
+    batcher._step = flaky
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            session.ask(second)
+    finally:
+        batcher._step = real
+    retry = session.ask(second)  # the half-grown cache was dropped, not reused
+    assert retry.raw_text == expected.raw_text and retry.mask == expected.mask
+    assert session.ask(first).raw_text == fresh.ask(first).raw_text
+
+
+def test_a_turn_arriving_during_a_turn_alone_joins_it_instead_of_waiting_for_its_answer(agent):
+    from pixelagent.batching import InFlight
+
+    llm = agent.parts["llm"]
+
+    def slow(*args):
+        time.sleep(0.01)
+        return llm._step(*args)
+
+    in_flight = InFlight()
+    batcher = _batcher(llm, slow, in_flight=in_flight, window_s=0.002)
+    long, short = _job(llm, 1, 5, 4, 60), _job(llm, 2, 5, 4, 3)
+    ended = {}
+
+    def run(name, job, delay):
+        time.sleep(delay)
+        with in_flight:
+            batcher.decode(job)
+        ended[name] = time.monotonic()
+
+    threads = [threading.Thread(target=run, args=("long", long, 0)),
+               threading.Thread(target=run, args=("short", short, 0.1))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert max(batcher.step_rows) == 2 and ended["short"] < ended["long"]  # shared steps, left first
+    solo = _batcher(llm, llm._step, max_batch=1)  # the same eos (-1: only budgets end turns), alone
+    for mine, spec in ((long, (1, 5, 4, 60)), (short, (2, 5, 4, 3))):
+        reference = solo.decode(_job(llm, *spec))
+        assert mine.generated == reference.generated and len(mine.generated) == mine.budget
+        assert mine.cache.get_seq_length() == mine.length + 4 + len(mine.generated) - 1
+
+
+def test_a_newcomers_failing_prefill_fails_only_the_newcomer(agent):
+    from pixelagent.batching import InFlight
+
+    llm = agent.parts["llm"]
+    prefills = []
+
+    def step(embeds, attention, positions, cache, last=None):
+        if embeds.shape[1] > 1:
+            prefills.append(embeds.shape[1])
+            if len(prefills) == 2:
+                progress.append(len(running.generated))  # how far the running turn was
+                raise RuntimeError("prefill out of memory (simulated)")
+        time.sleep(0.005)
+        return llm._step(embeds, attention, positions, cache, last)
+
+    in_flight = InFlight()
+    batcher = _batcher(llm, step, in_flight=in_flight, window_s=0.0)
+    results = {}
+
+    def run(name, job, delay):
+        time.sleep(delay)
+        with in_flight:
+            try:
+                batcher.decode(job)
+                results[name] = len(job.generated)
+            except RuntimeError as exc:
+                results[name] = str(exc)
+
+    running, progress = _job(llm, 1, 5, 4, 40), []
+    threads = [threading.Thread(target=run, args=("running", running, 0)),
+               threading.Thread(target=run, args=("newcomer", _job(llm, 2, 5, 30, 5), 0.05))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == {"running": 40, "newcomer": "prefill out of memory (simulated)"}
+    assert 0 < progress[0] < 40  # it failed while the other turn was decoding, and that turn went on
+
+
+def test_a_static_cache_stays_static_when_turns_meet():
+    from transformers import StaticCache
+
+    static = Agent("miras-tiny", device="cpu", llm={"settings": {"kv_cache": "static"}})
+    llm = static.parts["llm"]
+
+    def job(seed):
+        made = _job(llm, seed, 0, 6, 4)
+        made.cache = StaticCache(config=llm.llava.config.text_config, max_cache_len=64)
+        return made
+
+    jobs = [job(seed) for seed in (1, 2, 3)]
+    threads = [threading.Thread(target=llm._solo.decode, args=(j,)) for j in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [type(j.cache).__name__ for j in jobs] == ["StaticCache"] * 3
+    assert list(llm._solo.step_rows) == []  # never batched
