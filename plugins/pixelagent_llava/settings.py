@@ -43,7 +43,8 @@ class LlavaSettings(BaseModel):
             builds keep the adapter. The greedy answers are the same.
         batch_sessions: turns of different sessions running at the same time (from several
             threads, or ``pixelagent serve``) share their decoding steps in one batch
-            (:mod:`pixelagent_llava.batching`); each answer is the one it would be alone.
+            (:mod:`pixelagent_llava.batching`); each answer is the one it would be alone. Off
+            (and always with a static cache), such turns take the model one at a time.
         batch_window_ms: how long the first of such turns waits for the others (milliseconds).
         batch_prefill_tokens: the most positions one batched prefill computes (rows × the
             longest new part): turns beyond it are prefilled in a later pass, so eight long
