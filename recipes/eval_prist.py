@@ -390,16 +390,21 @@ def compute_metrics(records: list[PristRecord], predictions: dict[str, dict], me
     }
 
 
+def _segmentation_answers(record: PristRecord, prediction: dict) -> list[str]:
+    """The model's answers to the record's segmentation turns (those whose reference has a focus)."""
+    return [a for (_, ref), a in zip(record.turns, prediction["answers"]) if find_focus_spans(ref)]
+
+
 def _final_phrase(record: PristRecord, prediction: dict) -> Optional[str]:
     """The phrase the model named in the dialogue's last segmentation answer (None: none)."""
-    answers = [a for (_, ref), a in zip(record.turns, prediction["answers"]) if find_focus_spans(ref)]
+    answers = _segmentation_answers(record, prediction)
     spans = find_focus_spans(answers[-1]) if answers else []
     return spans[0].phrase if spans and spans[0].phrase else None
 
 
 def _score_segmentation(record: PristRecord, prediction: dict, union: SegmentationMeter,
                         per_mask: SegmentationMeter, counts: dict, fine: dict) -> None:
-    seg_answers = [a for (_, ref), a in zip(record.turns, prediction["answers"]) if find_focus_spans(ref)]
+    seg_answers = _segmentation_answers(record, prediction)
     targets = prediction.get("targets") or [[m] if m else [] for m in prediction["masks"]]
     named = prediction.get("named") or [
         max(len(find_focus_spans(a)), int(m is not None)) for a, m in zip(seg_answers, prediction["masks"])]

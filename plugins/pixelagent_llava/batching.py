@@ -97,7 +97,6 @@ class DecodeBatcher:
         #: together each time (for tests and benchmarks; the latest few thousand)
         self.step_rows: deque[int] = deque(maxlen=_STATS)
         self.prefill_rows: deque[int] = deque(maxlen=_STATS)
-        self.turns = 0  # turns decoded in all
 
     @property
     def batches(self) -> deque[int]:
@@ -192,7 +191,6 @@ class DecodeBatcher:
             job.error = error if job is own or isinstance(error, Exception) else RuntimeError(
                 f"the batched decoding this turn shared was interrupted ({type(error).__name__}); ask again")
             job.done = True
-        self.turns += len(finished)
         if finished or failed:  # only then can a waiting thread's state have changed
             self._lock.notify_all()
 
@@ -330,11 +328,7 @@ class DecodeBatcher:
             return
         rows = self._rows
         longest = max(rows.attention.shape[1], block.attention.shape[1])
-        joined = self._new_cache()
-        for layer in range(len(rows.cache.layers)):
-            keys = [_left_padded(r.cache.layers[layer].keys, longest) for r in (rows, block)]
-            values = [_left_padded(r.cache.layers[layer].values, longest) for r in (rows, block)]
-            joined.update(torch.cat(keys), torch.cat(values), layer)
+        joined = self._stacked([rows.cache, block.cache], longest)
         attention = torch.cat([_left_padded(a, longest) for a in (rows.attention, block.attention)])
         self._rows = _Rows(rows.jobs + block.jobs, joined, attention)
 
@@ -368,16 +362,19 @@ class DecodeBatcher:
 
     def _joined_past(self, jobs: list[DecodeJob], past: int) -> Any:
         """One cache of the jobs' pasts, each left-padded to ``past`` positions (empty: none)."""
-        cache = self._new_cache()
-        if past == 0:
-            return cache
-        model = next(j for j in jobs if j.length > 0).cache  # the shape of a layer's keys
+        return self._new_cache() if past == 0 else self._stacked([j.cache for j in jobs], past)
+
+    def _stacked(self, caches: list[Any], length: int) -> Any:
+        """One cache whose rows are those of ``caches`` in order, each left-padded to ``length``
+        positions (an empty cache gives rows of padding only)."""
+        model = next(c for c in caches if c.get_seq_length() > 0)  # the shape of a layer's keys
+        stacked = self._new_cache()
         for layer in range(len(model.layers)):
             like = model.layers[layer].keys
-            keys = [_left_padded(_layer(j.cache, layer, "keys", like), past) for j in jobs]
-            values = [_left_padded(_layer(j.cache, layer, "values", like), past) for j in jobs]
-            cache.update(torch.cat(keys), torch.cat(values), layer)
-        return cache
+            keys = [_left_padded(_layer(c, layer, "keys", like), length) for c in caches]
+            values = [_left_padded(_layer(c, layer, "values", like), length) for c in caches]
+            stacked.update(torch.cat(keys), torch.cat(values), layer)
+        return stacked
 
 
 class _Failed(Exception):
@@ -389,7 +386,7 @@ class _Failed(Exception):
 
 
 def _layer(cache: Any, layer: int, name: str, like: torch.Tensor) -> torch.Tensor:
-    """A cache layer's keys or values (1, H, L, D); an empty cache's are (1, H, 0, D)."""
+    """A cache layer's keys or values (B, H, L, D); an empty cache's are (1, H, 0, D)."""
     if len(cache.layers) > layer and cache.layers[layer].is_initialized and cache.get_seq_length() > 0:
         return getattr(cache.layers[layer], name)
     return like.new_zeros(1, like.shape[1], 0, like.shape[3])

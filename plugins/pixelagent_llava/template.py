@@ -78,6 +78,7 @@ class VicunaTemplate:
         self.image_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.eos_id = tokenizer.eos_token_id
         self.bos_id = tokenizer.bos_token_id
+        self._cache = _TokenCache()
 
     def _text(self, text: str, plain: bool = False) -> list[int]:
         """Token ids of ``text``; ``plain``: special-token strings in it count as characters.
@@ -92,12 +93,6 @@ class VicunaTemplate:
         ids = (self._plain if plain else self.tokenizer)(text, add_special_tokens=False)["input_ids"]
         self._cache.put((text, plain), ids)
         return list(ids)
-
-    @property
-    def _cache(self) -> _TokenCache:
-        if self.__dict__.get("_token_cache") is None:  # subclasses need not call anything
-            self.__dict__["_token_cache"] = _TokenCache()
-        return self.__dict__["_token_cache"]
 
     def prompt_ids(self, question: str, first: bool) -> list[int]:
         """The user piece of a turn, ending with ``ASSISTANT:`` (the first carries the image).
