@@ -55,6 +55,7 @@ for name in {modules!r}:
     elif not name.startswith(("pixelagent", "__main__")):
         importlib.import_module(name)
 from pixelagent import Agent
+from pixelagent.arguments import positive_int
 profile = cProfile.Profile()
 profile.enable()
 Agent({preset!r}, device="cpu")
@@ -73,7 +74,7 @@ def run(code: str, *options: str) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-cold-start", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="miras-tiny")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=positive_int, default=5)
     parser.add_argument("--profile-startup", action="store_true", help="also show the slowest imports and steps")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

@@ -17,6 +17,7 @@ import statistics
 import sys
 import threading
 import time
+from pixelagent.arguments import positive_int
 
 
 def dialogue(agent, scene, out: list) -> None:
@@ -31,8 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-concurrent-sessions",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="miras-tiny")
-    parser.add_argument("--sessions", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sessions", type=positive_int, default=8)
+    parser.add_argument("--rounds", type=positive_int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     agent = Agent(args.preset, device="cpu")

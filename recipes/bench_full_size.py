@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from pixelagent.arguments import positive_int
 
 #: Dense bf16 tensor-core peaks, TFLOP/s, by a substring of torch.cuda.get_device_name().
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A6000": 154.8, "L40S": 362.0, "A10G": 125.0,
@@ -33,9 +34,9 @@ PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "A6000": 154.8, "L40
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-full-size", description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=["stage1", "stage2"])
-    parser.add_argument("--steps", type=int, default=3, help="optimiser steps per stage (the first is warm-up)")
-    parser.add_argument("--micro-batch", type=int, default=1, help="samples per GPU per forward")
-    parser.add_argument("--accumulation", type=int, default=1, help="micro-batches per optimiser step")
+    parser.add_argument("--steps", type=positive_int, default=3, help="optimiser steps per stage (the first is warm-up)")
+    parser.add_argument("--micro-batch", type=positive_int, default=1, help="samples per GPU per forward")
+    parser.add_argument("--accumulation", type=positive_int, default=1, help="micro-batches per optimiser step")
     parser.add_argument("--precision", default="bf16-mixed")
     parser.add_argument("--strategy", default="ddp", choices=["ddp", "zero2", "zero3"])
     parser.add_argument("--gradient-checkpointing", action="store_true")

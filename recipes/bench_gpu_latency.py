@@ -20,6 +20,7 @@ import json
 import statistics
 import sys
 import time
+from pixelagent.arguments import positive_int
 
 #: Memory bandwidth (GB/s) by a substring of torch.cuda.get_device_name().
 BANDWIDTH_GBS = {"H200": 4800.0, "H100 NVL": 3900.0, "H100 PCIe": 2000.0, "H100": 3350.0, "A100-SXM4-80GB": 2039.0,
@@ -32,8 +33,8 @@ QUESTIONS = ["What is in this picture?", "What is the biggest object?", "What co
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-gpu-latency", description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=32, help="tokens decoded per turn")
+    parser.add_argument("--turns", type=positive_int, default=8)
+    parser.add_argument("--new-tokens", type=positive_int, default=32, help="tokens decoded per turn")
     parser.add_argument("--kv-cache", choices=["dynamic", "static"], default="dynamic")
     parser.add_argument("--compile", action="store_true", help="torch.compile the decode step")
     parser.add_argument("--bandwidth-gbs", type=float, default=None)

@@ -23,6 +23,7 @@ import numpy as np
 from pycocotools import mask as coco_mask
 
 from pixelagent.eval.segmentation import SegmentationMeter
+from pixelagent.arguments import non_negative_int, positive_int
 
 
 def ellipses(rng: np.random.Generator, size: int, count: int) -> np.ndarray:
@@ -80,10 +81,10 @@ def best_rate(pairs: list, repeats: int, add: str, convert=None) -> tuple[float,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-metrics", description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--samples", type=positive_int, default=256)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--size", type=positive_int, default=1024)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args(argv)
 
     dense = make_pairs(args.samples, args.size, args.seed)

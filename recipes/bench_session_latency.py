@@ -35,6 +35,7 @@ import torch
 from pixelagent import Agent
 from pixelagent.nn.model import SegmentationModel, SegSample
 from pixelagent.registry import get_registry
+from pixelagent.arguments import positive_int
 
 QUESTIONS = ["What is in this picture?", "What is the biggest object?", "What colour is it?",
              "Is there a label on it?", "What does the label say?", "Where is the word?",
@@ -116,10 +117,10 @@ def run(preset: str, turns: int, repeats: int, new_tokens: int, sam_size: str | 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-session-latency", description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["miras-tiny", "lisa-tiny"])
-    parser.add_argument("--turns", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--new-tokens", type=int, default=16, help="generation cap per turn")
-    parser.add_argument("--train-steps", type=int, default=40, help="steps teaching it to segment")
+    parser.add_argument("--turns", type=positive_int, default=8)
+    parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--new-tokens", type=positive_int, default=16, help="generation cap per turn")
+    parser.add_argument("--train-steps", type=positive_int, default=40, help="steps teaching it to segment")
     parser.add_argument("--sam-size", choices=["vit_b", "vit_l", "vit_h"], default=None,
                         help="swap in a full-size, random-weight SAM image encoder (slow on CPU)")
     parser.add_argument("--full-encoders", action="store_true",

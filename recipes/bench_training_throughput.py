@@ -22,6 +22,7 @@ from pixelagent.data.synth import SynthConfig, synthesize
 from pixelagent.images import load_image
 from pixelagent.nn.model import SegmentationModel, SegSample
 from pixelagent.registry import get_registry
+from pixelagent.arguments import positive_int
 
 
 def samples(directory, size: int, count: int) -> list[SegSample]:
@@ -56,10 +57,10 @@ def build(preset_name: str, sam_size: str | None) -> SegmentationModel:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="pixelagent recipe bench-training-throughput", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="miras-tiny")
-    parser.add_argument("--size", type=int, default=256)
-    parser.add_argument("--images", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=12, help="steps per measurement (a multiple of images/batch)")
+    parser.add_argument("--size", type=positive_int, default=256)
+    parser.add_argument("--images", type=positive_int, default=16)
+    parser.add_argument("--batch", type=positive_int, default=4)
+    parser.add_argument("--steps", type=positive_int, default=12, help="steps per measurement (a multiple of images/batch)")
     parser.add_argument("--sam-size", choices=["vit_b", "vit_l", "vit_h"], default=None)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from pixelagent.arguments import positive_int
 
 HERE = Path(__file__).resolve().parent
 SAM_WEIGHTS = "sam_tiny.pth"
@@ -47,11 +48,11 @@ SAM_STEPS = 1500
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pixelagent recipe build-miras-tiny", description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/build-miras-tiny"))
-    parser.add_argument("--procs", type=int, default=1, help="training processes (torchrun when > 1)")
+    parser.add_argument("--procs", type=positive_int, default=1, help="training processes (torchrun when > 1)")
     parser.add_argument("--ship-to", type=Path, default=SHIPPED)
-    parser.add_argument("--eval-limit", type=int, default=200, help="evaluate the first N test dialogues "
+    parser.add_argument("--eval-limit", type=positive_int, default=200, help="evaluate the first N test dialogues "
                         "(0: all 600)")
-    parser.add_argument("--sam-steps", type=int, default=SAM_STEPS, help="stage-0 steps (SAM pretraining)")
+    parser.add_argument("--sam-steps", type=positive_int, default=SAM_STEPS, help="stage-0 steps (SAM pretraining)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both training stages")
     return parser.parse_args(argv)
 

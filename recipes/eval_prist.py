@@ -73,6 +73,7 @@ from pixelagent.eval.protocol import PROTOCOLS, SegmentationQuery, is_general_ml
 from pixelagent.files import check_regular_file, read_text
 from pixelagent.markup import find_focus_spans, render_plain
 from pixelagent.mask import Granularity
+from pixelagent.arguments import non_negative_int, positive_int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -88,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--exact-labels", action="store_true",
                         help="published data: fill only shapes labelled exactly with the focus")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate the first N dialogues only")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N dialogues only")
     parser.add_argument("--metrics", default="bleu4,dist,rouge_l,meteor,bertscore",
                         help="comma-separated response metrics, or 'none'")
     parser.add_argument("--device", default=None, help="override the preset's device (cpu, cuda, ...)")
@@ -99,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="what table3.md shows (metrics.json has both)")
     parser.add_argument("--bertscore-model", default=None,
                         help="local model directory or a bert-score model name (roberta-large) in the local cache")
-    parser.add_argument("--bertscore-layer", type=int, default=None)
+    parser.add_argument("--bertscore-layer", type=non_negative_int, default=None)
     parser.add_argument("--bertscore-rescale", action="store_true")
     parser.add_argument("--dist-tokenize", default="whitespace", choices=["whitespace", "13a"])
     args = parser.parse_args(argv)

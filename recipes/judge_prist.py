@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from pixelagent.arguments import positive_int
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -48,13 +49,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--model", default="gpt-4o", help="the judge model at the endpoint")
     parser.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--concurrency", type=positive_int, default=4)
     parser.add_argument("--temperature", type=float, default=None)
     parser.add_argument("--prompt", type=Path, default=None, help="your own Figure 8 judge prompt file")
     parser.add_argument("--protocol", default="pixelagent", choices=["pixelagent", "paper"],
                         help="paper: the judge sees the conversation and image only; pixelagent: the focus too")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=positive_int, default=None)
     parser.add_argument("--no-image", action="store_true", help="judge without the images")
     parser.add_argument("--reference-predictions", type=Path, default=None,
                         help="a predictions.jsonl whose answers are the reference side (e.g. human answers)")

@@ -31,6 +31,7 @@ from PIL import Image
 
 from pixelagent.demo import demo_scenes
 from pixelagent.server.testing import free_port
+from pixelagent.arguments import positive_int
 
 
 class Tally:
@@ -164,10 +165,10 @@ def percentile(values: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pixelagent recipe load-test", description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--turns", type=int, default=4, help="turns per session before a client opens another")
+    parser.add_argument("--clients", type=positive_int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--turns", type=positive_int, default=4, help="turns per session before a client opens another")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each N runs (turns in flight finish)")
-    parser.add_argument("--workers", type=int, default=8, help="the server's --workers")
+    parser.add_argument("--workers", type=positive_int, default=8, help="the server's --workers")
     parser.add_argument("--preset", default="miras-tiny")
     args = parser.parse_args(argv)
     scenes = scenes_as_png()

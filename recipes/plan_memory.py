@@ -22,16 +22,17 @@ import sys
 
 from pixelagent.training.config import load_config, shipped_configs
 from pixelagent.training.memory import PRECISIONS, STRATEGIES, human_bytes, measure, parse_bytes, plan
+from pixelagent.arguments import positive_int
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pixelagent recipe plan-memory", description=__doc__.splitlines()[0],
                                      epilog="shipped configs: " + ", ".join(shipped_configs()))
     parser.add_argument("--config", required=True, help="a shipped config name (miras_7b/stage1) or a YAML path")
-    parser.add_argument("--gpus", type=int, default=1, help="GPUs the run would use (default 1)")
+    parser.add_argument("--gpus", type=positive_int, default=1, help="GPUs the run would use (default 1)")
     parser.add_argument("--gpu-memory", type=parse_bytes, default=None,
                         help="memory of one card, e.g. 48GiB or 80GB: says whether each plan fits")
-    parser.add_argument("--text-tokens", type=int, default=512,
+    parser.add_argument("--text-tokens", type=positive_int, default=512,
                         help="dialogue tokens per sample, visual tokens excluded (default 512)")
     parser.add_argument("--strategy", choices=STRATEGIES, action="append",
                         help="only these strategies (repeatable; default all)")

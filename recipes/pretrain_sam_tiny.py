@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pixelagent.arguments import non_negative_int, positive_int
 
 STATE_FILE, WEIGHTS_FILE = "state.pt", "sam_tiny.pth"
 
@@ -34,15 +35,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, nargs="+", required=True,
                         help="PRIST-format dataset folders (train split; the first one's val split validates)")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--images", type=int, default=8, help="images per step")
-    parser.add_argument("--prompts", type=int, default=4, help="targets prompted per image (at most)")
+    parser.add_argument("--steps", type=positive_int, default=3000)
+    parser.add_argument("--images", type=positive_int, default=8, help="images per step")
+    parser.add_argument("--prompts", type=positive_int, default=4, help="targets prompted per image (at most)")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-images", type=int, default=100)
-    parser.add_argument("--save-every", type=int, default=250)
+    parser.add_argument("--warmup", type=non_negative_int, default=100)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--val-images", type=positive_int, default=100)
+    parser.add_argument("--save-every", type=positive_int, default=250)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/state.pt")
     return parser.parse_args(argv)
 

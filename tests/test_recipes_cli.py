@@ -37,3 +37,25 @@ def test_benchmarks_run_through_the_cli(name, args, capsys):
     if "--json" in args:
         report = json.loads(out)
         assert report["agent_s"] > 0 and report["floor_s"] > 0
+
+
+@pytest.mark.parametrize("name, option", [
+    ("eval-prist", "--limit"), ("judge-prist", "--limit"), ("ablate-miras-tiny", "--jobs"),
+    ("build-miras-tiny", "--eval-limit"), ("pretrain-sam-tiny", "--steps"), ("bench-concurrent-sessions", "--sessions"),
+    ("load-test", "--clients"), ("plan-memory", "--gpus"), ("bench-gpu-latency", "--new-tokens"),
+])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_counts_below_one_are_refused_while_parsing(name, option, value, capsys):
+    # `--limit -3` used to evaluate all but the last three dialogues; `--steps 0` trained nothing
+    assert main(["recipe", name, option, value]) == 1
+    err = capsys.readouterr().err
+    assert f"argument {option}: must be a whole number of at least 1, got {value}" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_no_recipe_takes_an_unchecked_whole_number():
+    from pathlib import Path
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    bare = [p.name for p in recipes.glob("*.py") if "type=int" in p.read_text()]
+    assert bare == [], f"use pixelagent.arguments.positive_int / non_negative_int in {bare}"

@@ -42,6 +42,14 @@ def test_the_default_budget_is_the_shipped_models_and_the_shipped_variant_gets_t
         ablate.seeds_of("no-dual", ablate.parse_args(["--seeds", "a"]))
 
 
+def test_every_variant_runs_its_first_seed_before_any_variant_runs_a_second():
+    # an ablation stopped part-way (a session ending, a preempted job) has a row for each variant
+    args = ablate.parse_args(["--seeds", "0", "--shipped-seeds", "0,1,2"])
+    names = ["miras-tiny", "no-sra", "lisa-tiny"]
+    assert ablate.run_order(names, args) == [("miras-tiny", 0), ("no-sra", 0), ("lisa-tiny", 0),
+                                             ("miras-tiny", 1), ("miras-tiny", 2)]
+
+
 def test_the_table_shows_mean_and_spread_over_seeds_and_reads_the_order_honestly():
     args = ablate.parse_args(["--steps1", "5", "--steps2", "6", "--eval-limit", "7"])
     rows = {"miras-tiny": {"seeds": {0: {"metrics": metrics(0.5, 0.1), "seconds": 60},
@@ -84,6 +92,8 @@ def test_each_variant_and_seed_is_a_run_that_resumes_where_it_stopped(tmp_path, 
         assert (run / "stage2" / "final" / "model.safetensors").is_file() and (run / "eval" / "metrics.json").is_file()
     seeds = [json.loads((run / "stage1" / "config.json").read_text()).get("seed") for run in runs.values()]
     assert seeds == [0, 1]
+    # SAM-tiny's frozen image embeddings were computed once per image and reused
+    assert list((runs[0] / "feature-cache").rglob("*.safetensors"))
     finished = (runs[0] / "eval" / "metrics.json").stat().st_mtime_ns
     # seed 1 "stopped" during stage 2, after its step-2 checkpoint (the last step writes final/ only)
     assert sorted(p.name for p in (runs[1] / "stage2" / "checkpoints").iterdir())[-1] == "step-00000002"
@@ -128,6 +138,8 @@ def test_jobs_run_that_many_runs_at_once_and_a_failed_run_stops_only_itself(monk
     assert list(rows) == ["miras-tiny", "no-sra"] and list(rows["miras-tiny"]["seeds"]) == [0, 1]
 
 
-def test_jobs_and_procs_must_be_positive():
-    with pytest.raises(SystemExit, match="--jobs and --procs must be at least 1"):
-        ablate.main(["--jobs", "0"])
+@pytest.mark.parametrize("option", ["--jobs", "--procs", "--steps1", "--steps2", "--checkpoint-every", "--eval-limit"])
+def test_counts_must_be_positive(option, capsys):
+    with pytest.raises(SystemExit):
+        ablate.main([option, "0"])
+    assert f"argument {option}: must be a whole number of at least 1, got 0" in capsys.readouterr().err
