@@ -24,8 +24,9 @@ continues a stopped stage from its newest intact checkpoint (``--resume``), cont
 evaluation where it stopped, and skips what is finished. The data and the stage-0 SAM-tiny come
 from ``build-miras-tiny`` (its ``data`` and ``sam`` steps run first if they are missing) and are
 shared by every run. ``--jobs J`` runs J of the (variant, seed) runs at once, each on ``--procs``
-processes: at the shipped budget one run takes about 45 minutes on 2 cores, so the five runs of
-the default take about 4 hours there, and under one on a machine with 10 cores (``--jobs 5``).
+processes: at the shipped budget one run took 24-30 minutes on 2 cores (2 processes, the SAM-tiny
+embeddings cached), and the whole default (data, stage 0, five runs) 2 h 41 min there; on a
+machine with 10 cores ``--jobs 5`` runs the five at once.
 A run that fails stops only itself; the others go on, and the command then names it and exits
 with an error (rerun to continue it). Writes WORK/ablation.md and WORK/ablation.json: per variant the mean over
 its seeds ± the sample standard deviation, and whether the paper's order holds.
@@ -67,7 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="runs at once (each with --procs processes); use jobs x procs <= your cores")
     parser.add_argument("--steps1", type=positive_int, default=1500, help="stage-1 optimiser steps per run (shipped: 1500)")
     parser.add_argument("--steps2", type=positive_int, default=2000, help="stage-2 optimiser steps per run (shipped: 2000)")
-    parser.add_argument("--eval-limit", type=positive_int, default=200)
+    parser.add_argument("--eval-limit", type=positive_int, default=200,
+                        help="evaluate the first N test dialogues (the split has 600; a larger N takes them all)")
     parser.add_argument("--sam-steps", type=positive_int, default=build.SAM_STEPS,
                         help="stage-0 steps, when the build's SAM-tiny is not there yet")
     parser.add_argument("--variants", default=",".join(VARIANTS))
@@ -253,7 +255,7 @@ def order_note(rows: dict[str, dict]) -> str:
         gaps = [abs(means[a] - means[b]) for a, b in zip(observed, observed[1:])]
         close = sum(g <= spread for g in gaps)
         text += (f" The seed spread of {SHIPPED} is {spread:.3f} (sd over {len(shipped)} seeds); "
-                 f"{close} of the {len(gaps)} gaps between neighbours are within it"
+                 f"{close} of the {len(gaps)} gaps between neighbours {'is' if close == 1 else 'are'} within it"
                  + (", so that part of the order is not resolved at this budget." if close else "."))
     return text + "\n"
 

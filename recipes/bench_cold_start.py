@@ -22,6 +22,8 @@ import statistics
 import subprocess
 import sys
 
+from pixelagent.arguments import positive_int
+
 AGENT = """
 import json, sys, time
 started = time.perf_counter()
@@ -55,7 +57,6 @@ for name in {modules!r}:
     elif not name.startswith(("pixelagent", "__main__")):
         importlib.import_module(name)
 from pixelagent import Agent
-from pixelagent.arguments import positive_int
 profile = cProfile.Profile()
 profile.enable()
 Agent({preset!r}, device="cpu")

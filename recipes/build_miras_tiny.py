@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--procs", type=positive_int, default=1, help="training processes (torchrun when > 1)")
     parser.add_argument("--ship-to", type=Path, default=SHIPPED)
     parser.add_argument("--eval-limit", type=positive_int, default=200, help="evaluate the first N test dialogues "
-                        "(0: all 600)")
+                        "(the split has 600; a larger N takes them all)")
     parser.add_argument("--sam-steps", type=positive_int, default=SAM_STEPS, help="stage-0 steps (SAM pretraining)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides for both training stages")
     return parser.parse_args(argv)

@@ -64,7 +64,7 @@ def test_the_table_shows_mean_and_spread_over_seeds_and_reads_the_order_honestly
     assert "mean ± the sample standard deviation" in table
     assert "Order by mean cIoU: miras-tiny (0.600) > no-sra (0.550) > no-dual (0.200)" in table
     assert "the paper's order (miras-tiny > no-sra > no-dual) holds" in table
-    assert "1 of the 2 gaps between neighbours are within it" in table and "not resolved" in table
+    assert "1 of the 2 gaps between neighbours is within it" in table and "not resolved" in table
     rows["no-dual"]["seeds"][0]["metrics"] = metrics(0.9)
     assert "does not hold" in ablate.ablation_markdown(rows, args)
 
