@@ -162,6 +162,12 @@ class MaskDecoder(Part):
     def embed_image(self, image: np.ndarray) -> Any:
         """Per-image features (SAM: a (256, 64, 64) embedding). Called once per session, lazily."""
 
+    def embed_many(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """``[embed_image(image) for image in images]``, for the images of sessions opening at
+        the same time (:mod:`pixelagent.batching`): one thread computes them in turn instead of
+        one thread per session competing for the same cores; override to batch them."""
+        return [self.embed_image(image) for image in images]
+
     @abstractmethod
     def decode(
         self, image_embedding: Any, prompts: list[DecoderPrompt], image_size: tuple[int, int]

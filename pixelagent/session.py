@@ -178,7 +178,7 @@ class Session:
         """The mask decoder's image embedding, computed on first use only."""
         with self._lock:
             if self._image_embedding is _UNSET:
-                self._image_embedding = self.agent.parts["mask_decoder"].embed_image(self.image)
+                self._image_embedding = _shared(self.agent, "mask_decoder", "embed_many", self.image)
             return self._image_embedding
 
     # -- saved sessions ------------------------------------------------------------------------

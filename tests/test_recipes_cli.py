@@ -43,6 +43,7 @@ def test_benchmarks_run_through_the_cli(name, args, capsys):
     ("eval-prist", "--limit"), ("judge-prist", "--limit"), ("ablate-miras-tiny", "--jobs"),
     ("build-miras-tiny", "--eval-limit"), ("pretrain-sam-tiny", "--steps"), ("bench-concurrent-sessions", "--sessions"),
     ("load-test", "--clients"), ("plan-memory", "--gpus"), ("bench-gpu-latency", "--new-tokens"),
+    ("bench-decode-step", "--past"),
 ])
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_counts_below_one_are_refused_while_parsing(name, option, value, capsys):

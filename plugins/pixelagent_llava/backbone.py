@@ -28,6 +28,7 @@ from pixelagent.nn.device import building_on, seeded_rng, torch_device, torch_dt
 from pixelagent.nn.tokens import Expanded, align_to_tokens, expand_visual
 from pixelagent.parts import Generation, LLMBackbone, LLMRequest
 from pixelagent_llava.batching import DecodeBatcher, DecodeJob
+from pixelagent_llava.lean_step import LeanDecoder, lean_decoder
 from pixelagent_llava.settings import LlavaSettings
 from pixelagent_llava.template import Exchange, VicunaTemplate
 from pixelagent_llava.tokenizer import build_tiny_tokenizer, load_tokenizer
@@ -206,6 +207,10 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         """One forward over ``embeds`` (B, T, d) after ``cache`` → each row's states (B, d) at
         position ``last`` (B,) of the T (None: the last). ``attention`` (B, past + T) masks pads;
         ``positions`` (B, T) are each row's own (both None for a batch without padding)."""
+        if embeds.shape[1] == 1 and last is None:  # a decode step
+            lean = self._lean_decoder()
+            if lean is not None:
+                return lean.step(embeds, attention, positions, cache)
         extra = {} if attention is None else {"attention_mask": attention, "position_ids": positions}
         model = self._compiled if embeds.shape[1] == 1 and self.settings.compile else self.language_model
         hidden = model(inputs_embeds=embeds, use_cache=True, **{_CACHE_ARG: cache}, **extra).last_hidden_state
@@ -221,6 +226,19 @@ class LlavaBackbone(LLMBackbone, nn.Module):
 
             return StaticCache(config=self.llava.config.text_config, max_cache_len=self.context_window)
         return DynamicCache()
+
+    def _lean_decoder(self) -> LeanDecoder | None:
+        """The lean decode step (:mod:`pixelagent_llava.lean_step`) when it applies: on by
+        ``lean_decode``, with a dynamic cache and no ``compile``, in eval mode; rebuilt when the
+        language model or its weights were replaced."""
+        settings = self.settings
+        if not settings.lean_decode or settings.compile or settings.kv_cache != "dynamic" or self.training:
+            return None
+        model = self.language_model
+        lean = self.__dict__.get("_lean")
+        if lean is None or not lean.current(model):
+            lean = self.__dict__["_lean"] = lean_decoder(model) or _NotLean(model)
+        return None if isinstance(lean, _NotLean) else lean
 
     @property
     def _compiled(self):
@@ -360,6 +378,17 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             prefix = "llava.model.language_model."
             own = None if state is None else {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             self.language_model.save_pretrained(directory, **({} if own is None else {"state_dict": own}))
+
+
+class _NotLean:
+    """Remembers that ``model`` cannot take the lean step (checked once, not every step)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._first = next(model.parameters(), None)
+
+    def current(self, model: nn.Module) -> bool:
+        return model is self.model and next(model.parameters(), None) is self._first
 
 
 def _count(number: int, noun: str) -> str:

@@ -77,8 +77,9 @@ def test_concurrent_sessions_share_mask_decoding_and_encoding(agent):
     for scene in scenes:
         session = agent.session(scene.image)
         expected.append([session.ask(q).mask for q in scene.requests])
-    decoder = agent.shared("mask_decoder", "decode_many")
+    decoder, embedder = agent.shared("mask_decoder", "decode_many"), agent.shared("mask_decoder", "embed_many")
     decoder.batches.clear()
+    embedder.batches.clear()
     results = [[] for _ in scenes]
 
     def run(index, scene):
@@ -92,6 +93,8 @@ def test_concurrent_sessions_share_mask_decoding_and_encoding(agent):
         thread.join()
     assert results == expected  # Mask equality: every pixel
     assert max(decoder.batches) >= 2
+    # each session's SAM image embedding went through the shared path, once
+    assert sum(embedder.batches) == len(scenes)
 
 
 def _job(llm, seed, past, new, budget):

@@ -16,3 +16,12 @@ def test_concurrent_sessions_answer_as_alone(capsys):
     assert run_recipe("bench-concurrent-sessions", ["--sessions", "3", "--rounds", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["answers_identical"] is True and report["concurrent_turns_per_s"] > 0
+
+
+def test_decode_step_benchmark_checks_identical_states_and_answers(capsys):
+    assert run_recipe("bench-decode-step", ["--rows", "1", "3", "--past", "20", "--steps", "3", "--scenes", "2",
+                                            "--rounds", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [s["rows"] for s in report["steps"]] == [1, 3]
+    assert report["states_identical"] is True and report["answers_identical"] is True
+    assert all(s["lean_ms"] > 0 and s["transformers_ms"] > 0 for s in report["steps"])
