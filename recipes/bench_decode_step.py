@@ -19,6 +19,9 @@ import sys
 import time
 
 from pixelagent.arguments import positive_int
+from pixelagent.errors import InputError
+
+MAX_ROWS = 64  # the batched decoding takes at most 16 rows by default; beyond this is only memory
 
 
 def step_times(backbone, rows: int, past: int, repeats: int) -> dict:
@@ -94,11 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     lean = Agent(args.preset, device="cpu")
+    window = lean.parts["llm"].context_window
+    if args.past >= window:
+        raise InputError(f"--past {args.past} leaves no room for a step in {args.preset}'s {window}-position "
+                         f"context window; use at most {window - 1}")
+    if max(args.rows) > MAX_ROWS:
+        raise InputError(f"--rows {max(args.rows)} is more than a batch ever holds; use at most {MAX_ROWS}")
     plain = Agent(args.preset, device="cpu", llm={"settings": {"lean_decode": False}})
     steps = [step_times(lean.parts["llm"], rows, args.past, args.steps) for rows in args.rows]
     scenes = demo_scenes(args.scenes)
     turns = sum(len(s.requests) for s in scenes)
-    dialogues(lean, scenes[:1]), dialogues(plain, scenes[:1])  # warm-up
+    for agent in (lean, plain):  # warm-up
+        dialogues(agent, scenes[:1])
     rounds, same = [], True
     for _ in range(args.rounds):
         slow, expected = dialogues(plain, scenes)

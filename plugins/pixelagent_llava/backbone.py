@@ -235,10 +235,11 @@ class LlavaBackbone(LLMBackbone, nn.Module):
         if not settings.lean_decode or settings.compile or settings.kv_cache != "dynamic" or self.training:
             return None
         model = self.language_model
-        lean = self.__dict__.get("_lean")
-        if lean is None or not lean.current(model):
-            lean = self.__dict__["_lean"] = lean_decoder(model) or _NotLean(model)
-        return None if isinstance(lean, _NotLean) else lean
+        first = next(model.parameters(), None)  # replaced by LoRA merging or an assigning load
+        cached = self.__dict__.get("_lean")
+        if cached is None or cached[0] is not model or cached[1] is not first:
+            cached = self.__dict__["_lean"] = (model, first, lean_decoder(model))  # None: checked, not lean
+        return cached[2]
 
     @property
     def _compiled(self):
@@ -378,17 +379,6 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             prefix = "llava.model.language_model."
             own = None if state is None else {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
             self.language_model.save_pretrained(directory, **({} if own is None else {"state_dict": own}))
-
-
-class _NotLean:
-    """Remembers that ``model`` cannot take the lean step (checked once, not every step)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._first = next(model.parameters(), None)
-
-    def current(self, model: nn.Module) -> bool:
-        return model is self.model and next(model.parameters(), None) is self._first
 
 
 def _count(number: int, noun: str) -> str:

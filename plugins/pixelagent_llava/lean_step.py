@@ -61,11 +61,6 @@ class LeanDecoder:
         self.model = model
         self.layers = [_layer(layer) for layer in model.layers[: model.config.num_hidden_layers]]
         self.norm, self.eps = model.norm.weight, model.norm.variance_epsilon
-        self._first_weight = model.layers[0].self_attn.q_proj.weight
-
-    def current(self, model: nn.Module) -> bool:
-        """Whether this still reads ``model``'s weights (not after LoRA merging or an assigning load)."""
-        return model is self.model and model.layers[0].self_attn.q_proj.weight is self._first_weight
 
     def step(self, embeds: torch.Tensor, attention: torch.Tensor | None, positions: torch.Tensor | None,
              cache: Any) -> torch.Tensor:

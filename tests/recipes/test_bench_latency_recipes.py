@@ -25,3 +25,13 @@ def test_decode_step_benchmark_checks_identical_states_and_answers(capsys):
     assert [s["rows"] for s in report["steps"]] == [1, 3]
     assert report["states_identical"] is True and report["answers_identical"] is True
     assert all(s["lean_ms"] > 0 and s["transformers_ms"] > 0 for s in report["steps"])
+
+
+def test_decode_step_benchmark_refuses_a_past_beyond_the_window_and_huge_batches(capsys):
+    from pixelagent.cli import main
+
+    assert main(["recipe", "bench-decode-step", "--past", "448"]) == 1
+    assert "use at most 447" in capsys.readouterr().err
+    assert main(["recipe", "bench-decode-step", "--rows", "1", "65"]) == 1
+    err = capsys.readouterr().err
+    assert "use at most 64" in err and "Traceback" not in err and err.count("\n") == 1
