@@ -107,10 +107,17 @@ class VicunaTemplate:
                 + self._text(f"\n{question} ASSISTANT:", plain=True))
 
     def answer_ids(self, exchange: Exchange) -> list[int]:
-        """The assistant piece: the generated ids as they were, or the answer text + ``</s>``."""
+        """The assistant piece: the generated ids as they were, or the answer text + ``</s>``.
+
+        The answer follows ``ASSISTANT:`` after one space. A generated answer's text (a reply's
+        ``raw_text``, as a saved session or a dropped cache gives it back) already starts with
+        it, because its first token carries the space; adding another would feed the model an
+        extra space token, and the next turns would differ from the dialogue run without a break.
+        """
         if exchange.answer_ids is not None:
             return list(exchange.answer_ids)
-        return self._text(f" {exchange.answer}") + [self.eos_id]
+        answer = exchange.answer
+        return self._text(answer if answer.startswith(" ") else f" {answer}") + [self.eos_id]
 
     def encode(self, exchanges: Sequence[Exchange]) -> tuple[list[int], list[int]]:
         """Ids and labels of a whole dialogue; the last exchange may have no answer yet.

@@ -51,6 +51,19 @@ def test_template_supervises_answers_only(backbone):
     assert exact[-3:] == [5, 6, template.eos_id]
 
 
+def test_a_generated_answer_read_back_from_its_text_gives_its_own_ids(backbone):
+    # a saved session or a dropped cache gives the backbone only the reply's text back; the
+    # text starts with the space its first token carries, which must not be doubled
+    template = backbone.template
+    generated = backbone.tokenizer(" The segmentation shows [OBJ]the red label[SEG].",
+                                   add_special_tokens=False)["input_ids"]
+    text = backbone.tokenizer.decode(generated)
+    assert text.startswith(" ")
+    assert template.answer_ids(Exchange("q", text)) == generated + [template.eos_id]
+    # a dataset answer has no leading space: the template adds the one after "ASSISTANT:"
+    assert template.answer_ids(Exchange("q", text[1:])) == generated + [template.eos_id]
+
+
 def test_generation_returns_text_states_and_ids_in_step(backbone):
     generation = backbone.respond(request("What is in the image?"))
     n = len(generation.token_ids)
