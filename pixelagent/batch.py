@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from pixelagent.errors import ImageError, InputError, PixelAgentError
-from pixelagent.files import check_regular_file, read_bytes
+from pixelagent.files import check_output_folder, check_regular_file, read_bytes, writing
 from pixelagent.schema import SCHEMA_VERSION, IntentRecord, TurnRecord
 
 if TYPE_CHECKING:
@@ -90,12 +90,13 @@ def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, 
     """Run every image in ``images`` through ``questions`` into ``out`` (see the module docstring)."""
     if not questions:
         raise InputError("give at least one question (--ask \"...\")")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "results folder")
     done = _finished(out / RESULTS_FILE, questions)
     folders = _folder_names(images)
     summary = BatchSummary()
-    with _progress(progress, len(images)) as advance, (out / RESULTS_FILE).open("a", encoding="utf-8") as results:
+    with writing(out / RESULTS_FILE, "results file"):
+        results = (out / RESULTS_FILE).open("a", encoding="utf-8")
+    with _progress(progress, len(images)) as advance, results:
         for path in images:
             try:
                 record = _one_image(path, folders[path], questions, out, open_conversation, done)
@@ -107,9 +108,10 @@ def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, 
                 if record is None:
                     summary.skipped.append(path.name)
                 else:
-                    results.write(record.model_dump_json() + "\n")
-                    results.flush()
-                    os.fsync(results.fileno())
+                    with writing(out / RESULTS_FILE, "results file"):  # what is in it stays
+                        results.write(record.model_dump_json() + "\n")
+                        results.flush()
+                        os.fsync(results.fileno())
                     summary.done.append(path.name)
                     if on_record is not None:
                         on_record(record)
@@ -126,7 +128,10 @@ def _one_image(path: Path, folder: str, questions: list[str], out: Path, open_co
     digest = hashlib.sha256(data).hexdigest()
     if done.get(path.name) == digest:
         return None
-    pixels = load_image(data)
+    try:
+        pixels = load_image(data)
+    except ImageError as exc:  # decoded from the bytes read above: name the file, not "<bytes>"
+        raise ImageError(str(exc).replace("<bytes>", path.name, 1)) from None
     conversation = open_conversation(path, pixels, data)
     try:
         turns = [conversation.ask(question) for question in questions]
@@ -141,13 +146,14 @@ def _one_image(path: Path, folder: str, questions: list[str], out: Path, open_co
 def _write_pictures(folder: Path, pixels: np.ndarray, turns: Iterable[TurnRecord]) -> None:
     from pixelagent.server.render import mask_png, overlay_png
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for record in turns:
-        if record.no_target:
-            continue
-        turn = record.to_turn()
-        (folder / f"turn{record.turn:02d}_mask.png").write_bytes(mask_png(turn) or b"")
-        (folder / f"turn{record.turn:02d}_overlay.png").write_bytes(overlay_png(pixels, turn))
+    with writing(folder, "the image's folder of masks and overlays"):  # a full disk fails this image only
+        folder.mkdir(parents=True, exist_ok=True)
+        for record in turns:
+            if record.no_target:
+                continue
+            turn = record.to_turn()
+            (folder / f"turn{record.turn:02d}_mask.png").write_bytes(mask_png(turn) or b"")
+            (folder / f"turn{record.turn:02d}_overlay.png").write_bytes(overlay_png(pixels, turn))
 
 
 def _finished(results: Path, questions: list[str]) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from pixelagent.errors import PixelAgentError
+from pixelagent.errors import InputError, PixelAgentError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -134,6 +134,7 @@ def segment_command(
     """Answer TEXT about IMAGE (after any --turn questions) and segment what the answer names."""
     if not server:
         _check_questions([*turn, text], preset)
+    _check_picture_outputs(out, overlay)  # before the model loads, not after it has answered
     conversation, pixels = _open_conversation(image, preset, server, log, "segment")
     try:
         for earlier in turn:
@@ -242,7 +243,9 @@ def demo_command(
 
     from pixelagent.agent import Agent
     from pixelagent.demo import demo_scenes, run_demo
+    from pixelagent.files import check_output_folder
 
+    check_output_folder(out, "demo folder (--out)")  # before the model loads
     echo = (lambda line: None) if as_json else typer.echo
     started = time.perf_counter()
     agent = Agent(preset)
@@ -261,7 +264,24 @@ def demo_command(
     typer.echo(f"wrote {out}/report.json and the overlays next to it")
 
 
+def _check_picture_outputs(out: Path | None, overlay: Path | None) -> None:
+    """Refuse --out / --overlay paths that cannot be written, or an overlay format Pillow lacks."""
+    from pixelagent.files import check_output_file
+
+    if out is not None:
+        check_output_file(out, "mask PNG (--out)")
+    if overlay is not None:
+        from PIL import Image
+
+        suffix = overlay.suffix.lower()
+        if suffix not in Image.registered_extensions():
+            raise InputError(f"--overlay {overlay}: Pillow cannot write {suffix or 'a file without an extension'}; "
+                             "end the name in .png (or .jpg, .webp)")
+        check_output_file(overlay, "overlay picture (--overlay)")
+
+
 def _write_outputs(pixels: np.ndarray, record: TurnRecord, out: Path | None, overlay: Path | None) -> None:
+    from pixelagent.files import writing
     from pixelagent.mask import Mask
 
     mask = Mask.union_all(t.mask.to_mask() for t in record.targets)
@@ -272,17 +292,30 @@ def _write_outputs(pixels: np.ndarray, record: TurnRecord, out: Path | None, ove
     if out:
         mask.to_png(out)
     if overlay:
-        mask.overlay(pixels).save(overlay)
+        with writing(overlay, "overlay picture (--overlay)"):
+            mask.overlay(pixels).save(overlay)
+
+
+#: C0 and C1 control characters (tab kept) as visible \\xNN escapes
+_CONTROLS = {code: f"\\x{code:02x}" for code in [*range(0x20), *range(0x7f, 0xa0)] if code != 0x09}
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """Text from users or models made safe for a terminal: control characters become ``\\xNN``,
+    so a logged question or a model's answer cannot return the cursor, ring the bell or draw
+    lines of its own (``keep_newlines``: an answer's own line breaks stay)."""
+    table = {k: v for k, v in _CONTROLS.items() if not (keep_newlines and k == 0x0A)}
+    return text.translate(table)
 
 
 def _print_turn(record: TurnRecord, prefix: str = "") -> None:
-    typer.echo(f"{prefix}{record.text}")
+    typer.echo(f"{prefix}{printable(record.text, keep_newlines=True)}")
     for target in record.targets:
         x0, y0, x1, y1 = target.bbox
-        typer.echo(f"  target {target.phrase!r}: {target.area} px, {target.granularity.value}, "
+        typer.echo(f"  target {printable(repr(target.phrase))}: {target.area} px, {target.granularity.value}, "
                    f"score {target.score:.2f}, box ({x0}, {y0}, {x1}, {y1})")
     if record.no_target and record.reason:
-        typer.echo(f"  no target: {record.reason}")
+        typer.echo(f"  no target: {printable(record.reason)}")
     for note in record.notes:  # how the reply was made (context left out, say): not part of the answer
         typer.echo(f"note: {note}", err=True)
 
@@ -382,16 +415,18 @@ def _chat_command(chat: _Chat, line: str) -> bool:
 
 def _save_chat(chat: _Chat, folder: Path) -> Path:
     """The session (Session.save's format), plus each turn's mask and overlay PNG, into ``folder``."""
+    from pixelagent.files import writing
     from pixelagent.server.render import mask_png, overlay_png
     from pixelagent.session import save_record
 
     record = chat.conversation.record()
-    save_record(folder, record, chat.pixels, chat.image, chat.conversation.preset)
-    for turn_record in record.history:
-        if not turn_record.no_target:
-            turn = turn_record.to_turn()
-            (folder / f"turn{turn.index:02d}_mask.png").write_bytes(mask_png(turn) or b"")
-            (folder / f"turn{turn.index:02d}_overlay.png").write_bytes(overlay_png(chat.pixels, turn))
+    save_record(folder, record, chat.pixels, chat.image, chat.conversation.preset)  # checks the folder first
+    with writing(folder, "chat's masks and overlays"):
+        for turn_record in record.history:
+            if not turn_record.no_target:
+                turn = turn_record.to_turn()
+                (folder / f"turn{turn.index:02d}_mask.png").write_bytes(mask_png(turn) or b"")
+                (folder / f"turn{turn.index:02d}_overlay.png").write_bytes(overlay_png(chat.pixels, turn))
     return folder
 
 
@@ -432,7 +467,10 @@ def batch_command(
     from pixelagent.conversation import LocalConversation, LoggedConversation
     from pixelagent.logs import open_log
 
+    from pixelagent.files import check_output_folder
+
     files = find_images(images)
+    check_output_folder(out, "results folder (--out)")  # before the model loads
     turn_log = open_log(log)
     if server:
         client = _server_client(server, preset)
@@ -539,12 +577,12 @@ def logs_command(
         return
     for entry in entries:
         turn = entry["turn"]
-        typer.echo(f"{turn['time']}  {entry['source']}  {entry['preset']}  conversation {entry['conversation']}  "
-                   f"turn {turn['turn']}  {entry['image']}")
-        typer.echo(f"  you:   {turn['question']}")
-        typer.echo(f"  agent: {turn['text']}")
+        typer.echo(printable(f"{turn['time']}  {entry['source']}  {entry['preset']}  conversation "
+                             f"{entry['conversation']}  turn {turn['turn']}  {entry['image']}"))
+        typer.echo(f"  you:   {printable(turn['question'])}")
+        typer.echo(f"  agent: {printable(turn['text'])}")
         for target in turn["targets"]:
-            typer.echo(f"         → {target['phrase']!r} ({target['granularity']}, {target['area']} px)")
+            typer.echo(f"         → {printable(repr(target['phrase']))} ({target['granularity']}, {target['area']} px)")
 
 
 # -- recipes ------------------------------------------------------------------------------------

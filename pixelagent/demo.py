@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from pixelagent.eval.phrases import text_reading
+from pixelagent.files import check_output_folder, writing
 from pixelagent.mask import Mask
 
 #: Seed of the demo scenes: the shipped model was trained on seeds 0-2 (see its model card).
@@ -94,8 +95,7 @@ def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
     agent took, recorded with ``total_s`` (loading plus the dialogues).
     """
     started = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out_dir, "demo folder")
     report: dict[str, Any] = {"preset": agent.preset.name, "scenes": []}
     for scene in scenes:
         report["scenes"].append(_run_scene(agent, scene, out, echo))
@@ -107,14 +107,16 @@ def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
     report["time_to_first_mask_s"] = round(float(np.median(firsts)), 3) if firsts else None
     if load_s is not None:
         report.update(load_s=round(load_s, 3), total_s=round(load_s + time.perf_counter() - started, 3))
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    with writing(out / "report.json", "demo report"):
+        (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
 def _run_scene(agent: Any, scene: DemoScene, out: Path, echo: Callable[[str], None]) -> dict:
     from PIL import Image
 
-    Image.fromarray(scene.image).save(out / f"{scene.name}.png")
+    with writing(out / f"{scene.name}.png", "demo image"):
+        Image.fromarray(scene.image).save(out / f"{scene.name}.png")
     echo(f"{scene.name} ({scene.image.shape[1]}x{scene.image.shape[0]})")
     started = time.perf_counter()
     session = agent.session(scene.image)
@@ -130,7 +132,8 @@ def _run_scene(agent: Any, scene: DemoScene, out: Path, echo: Callable[[str], No
         overlay = None
         if reply.mask is not None:
             overlay = f"{scene.name}-turn-{number}.png"
-            reply.overlay(scene.image).save(out / overlay)
+            with writing(out / overlay, "demo overlay"):
+                reply.overlay(scene.image).save(out / overlay)
         reading = text_reading(reply.text, phrase)
         echo(f"  you:   {request}")
         echo(f"  agent: {reply.text}")

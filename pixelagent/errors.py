@@ -69,3 +69,7 @@ class LLMSchemaError(LLMError):
 
 class CheckpointError(PixelAgentError):
     """A checkpoint or saved model could not be written or read; the message names the file and the fix."""
+
+
+class OutputError(PixelAgentError, OSError):
+    """A file or folder pixelagent was asked to write cannot be written; the message names it and why."""

@@ -1,4 +1,5 @@
-"""Opening the files users name: regular files only, UTF-8 text, sizes bounded.
+"""Opening the files users name: regular files only, UTF-8 text, sizes bounded; and the files
+and folders they ask to be written, checked before the work that fills them.
 
 Every file pixelagent reads because a user (or a dataset, or a calling model) named it goes
 through here, so that a FIFO, a device, a directory, a huge file or bytes that are not UTF-8
@@ -8,13 +9,18 @@ waits for a writer), filling memory (``/dev/zero``) or raising a bare ``UnicodeD
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from pixelagent.errors import ConfigError, PixelAgentError
+from pixelagent.errors import ConfigError, OutputError, PixelAgentError
 
-__all__ = ["DEFAULT_MAX_TEXT_BYTES", "check_regular_file", "read_bytes", "read_text"]
+__all__ = ["DEFAULT_MAX_TEXT_BYTES", "check_output_file", "check_output_folder", "check_regular_file",
+           "read_bytes", "read_text", "writing"]
 
 #: Largest text file (JSON, YAML, JSON Lines) read whole by default: 1 GiB. The published PRIST
 #: split is 1.6 MB and a LabelMe file with its image embedded a few MB; anything near this is a
@@ -75,3 +81,69 @@ def read_text(path: str | os.PathLike, what: str = "file", *, max_bytes: int | N
     except UnicodeDecodeError as exc:
         raise error(f"{what} {os.fsdecode(path)} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
                     f"{exc.start}); save it as UTF-8") from None
+
+
+# -- outputs -------------------------------------------------------------------------------------
+_WHY = {errno.ENOENT: "a folder on its path does not exist", errno.ENOTDIR: "a file stands where a folder should be",
+        errno.EISDIR: "it is a folder", errno.EEXIST: "a file of that name is in the way",
+        errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the file system is read-only",
+        errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+        errno.ENAMETOOLONG: "the name is too long"}
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return _WHY.get(exc.errno or -1) or exc.strerror or str(exc)
+    return str(exc)  # ValueError: a NUL byte in the path
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Turn an ``OSError`` raised while writing ``what`` at ``path`` into one-line :class:`OutputError`."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and "null" not in str(exc).lower():
+            raise  # only a NUL byte in the path is the path's fault
+        raise OutputError(f"cannot write {what} {os.fsdecode(path)}: {_why(exc)}; name another path") from None
+
+
+def _probe(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only test that tells (root ignores permission bits,
+    ``/proc`` and read-only mounts refuse what ``os.access`` allows)."""
+    with tempfile.TemporaryFile(dir=folder, prefix=".pixelagent-probe-"):
+        pass
+
+
+def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
+    """``path`` as a Path if a file can be written there now, else :class:`OutputError`.
+
+    For checks before slow work (building a model): the folder must exist (it is not created) and
+    take a new file, and ``path`` must not be a folder. Nothing is left behind.
+    """
+    path = Path(path)
+    name = os.fsdecode(path)
+    if path.is_dir():
+        raise OutputError(f"{what} {name} is a folder; name a file, such as {os.path.join(name, 'mask.png')}")
+    folder = path.parent
+    if not folder.is_dir():
+        why = "is a file, not a folder" if folder.exists() else "does not exist; create it first"
+        raise OutputError(f"cannot write {what} {name}: its folder {os.fsdecode(folder)} {why}")
+    with writing(path, what):
+        _probe(folder)
+    return path
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` as a Path after making sure it is a folder that takes new files (created, with its
+    parents, if missing), else :class:`OutputError`."""
+    path = Path(path)
+    name = os.fsdecode(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what} {name} is a file, not a folder; name a folder (it is created if missing)")
+    with writing(path, what):
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+    return path

@@ -260,7 +260,10 @@ class Mask:
         image.save(buffer, format="PNG", optimize=True)
         data = buffer.getvalue()
         if path is not None:
-            Path(path).write_bytes(data)
+            from pixelagent.files import writing
+
+            with writing(path, "mask PNG"):
+                Path(path).write_bytes(data)
         return data
 
     def overlay(

@@ -244,15 +244,18 @@ def save_record(folder: str | os.PathLike, record: Any, pixels: np.ndarray,
 
     from pixelagent.schema import SavedSession
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    from pixelagent.files import check_output_folder, writing
+
+    folder = check_output_folder(folder, "session folder")
     reference = _file_reference(pixels, Path(image_path), folder) if image_path is not None else None
-    if reference is None:
-        reference = _embed_image(pixels, folder)
-    elif (folder / IMAGE_FILE).is_file():
-        (folder / IMAGE_FILE).unlink()  # a stale copy from an earlier save would mislead
+    with writing(folder / IMAGE_FILE, "session image"):
+        if reference is None:
+            reference = _embed_image(pixels, folder)
+        elif (folder / IMAGE_FILE).is_file():
+            (folder / IMAGE_FILE).unlink()  # a stale copy from an earlier save would mislead
     document = SavedSession(**dict(record), preset=preset, saved=datetime.now(timezone.utc), image=reference)
-    _write_atomically(folder / SESSION_FILE, document.model_dump_json(indent=2).encode("utf-8"))
+    with writing(folder / SESSION_FILE, "saved session"):
+        _write_atomically(folder / SESSION_FILE, document.model_dump_json(indent=2).encode("utf-8"))
     return folder
 
 
@@ -308,15 +311,21 @@ def _load(path: Path, agent: Agent) -> Session:
     from pydantic import ValidationError
 
     from pixelagent.errors import InputError
-    from pixelagent.files import read_text
+    from pixelagent.files import read_bytes
     from pixelagent.schema import SAVED_FORMAT, SAVED_FORMAT_VERSION, SavedSession, validation_message
 
     file = path / SESSION_FILE if path.is_dir() else path
-    text = read_text(file, "saved session", max_bytes=MAX_SAVED_BYTES, error=InputError)
+    data = read_bytes(file, "saved session", max_bytes=MAX_SAVED_BYTES, error=InputError)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:  # an image or other binary file named instead of the folder
+        raise InputError(f"{file} is not a saved pixelagent session (it is not text); pass the folder "
+                         "Session.save or chat's /save wrote") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"saved session {file} is not valid JSON ({exc}); was it written by Session.save?") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, nested past the parser, a 5000-digit number
+        raise InputError(f"saved session {file} is not valid JSON ({str(exc) or 'nested too deeply'}); "
+                         "was it written by Session.save?") from None
     if not isinstance(data, dict) or data.get("format") != SAVED_FORMAT:
         raise InputError(f"{file} is not a saved pixelagent session (it has no \"format\": \"{SAVED_FORMAT}\"); "
                          "pass a folder written by Session.save or chat's /save")

@@ -264,6 +264,10 @@ def test_load_refuses_what_is_not_a_session_file(fake, tmp_path):
     (tmp_path / "session.json").write_text("{not json")
     with pytest.raises(InputError, match="is not valid JSON"):
         Session.load(tmp_path, agent)
+    for text in ('{"format": ' + "1" * 5000 + "}", "[" * 100_000):  # a 5000-digit number; too deep
+        (tmp_path / "session.json").write_text(text)
+        with pytest.raises(InputError, match="is not valid JSON"):
+            Session.load(tmp_path, agent)
     with pytest.raises(InputError, match="does not exist"):
         Session.load(tmp_path / "nowhere", agent)
     os.mkfifo(tmp_path / "fifo")
