@@ -221,6 +221,16 @@ def error_response(error: PixelAgentError) -> JSONResponse:
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    from starlette.requests import ClientDisconnect
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect) -> Response:
+        # The client hung up while sending its body: nobody will read an answer, and it is no
+        # server fault (uvicorn would log a traceback for every one). 499 as nginx logs it.
+        logger.info("pixelagent: %s %s: the client disconnected before sending its whole body",
+                    request.method, request.url.path[:200])
+        return Response(status_code=499)
+
     @app.exception_handler(PixelAgentError)
     async def engine_error(request: Request, error: PixelAgentError) -> JSONResponse:
         if status_of(error) >= 500:
@@ -402,7 +412,7 @@ async def _read_image(request: Request, settings: ServerSettings) -> tuple[bytes
         finally:
             await form.close()
     else:
-        bodies.check_json_content_type(request.headers)
+        bodies.check_json_content_type(request.headers, multipart=True)
         payload = bodies.json_object(bodies.parse_json(await request.body(), IMAGE_EXAMPLE),
                                      {"image", "name"}, {"image"}, IMAGE_EXAMPLE)
         data = bodies.decode_base64(payload["image"], limit)

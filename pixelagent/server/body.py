@@ -80,6 +80,8 @@ def parse_json(body: bytes, example: str) -> Any:
         raise BadRequest(f"the request body is not valid JSON ({exc}); send JSON like {example}") from None
     except RecursionError:
         raise BadRequest(f"the request body's JSON is nested too deeply; send JSON like {example}") from None
+    except ValueError as exc:  # valid syntax Python will not read: an integer over 4300 digits
+        raise BadRequest(f"the request body's JSON cannot be read ({exc}); send JSON like {example}") from None
 
 
 def json_object(value: Any, allowed: set[str], required: set[str], example: str) -> dict[str, Any]:
@@ -121,9 +123,14 @@ def content_type(headers: Any) -> str:
     return headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def check_json_content_type(headers: Any) -> None:
+def check_json_content_type(headers: Any, *, multipart: bool = False) -> None:
+    """415 unless the body is JSON (``multipart``: the route also takes multipart/form-data)."""
     kind = content_type(headers)
     if kind not in {"", "application/json", "text/plain"}:
+        if multipart:
+            raise UnsupportedMediaType(
+                f"this route reads multipart/form-data or JSON, not {kind}; send the image as the file field "
+                'image (curl -F image=@photo.jpg) or as JSON {"image": "<base64>"}')
         raise UnsupportedMediaType(f"this route reads JSON, not {kind}; send Content-Type: application/json")
 
 

@@ -109,8 +109,16 @@ def test_errors_are_json_with_one_line_and_the_right_status(client, scene_png):
         (client.post(f"/v1/sessions/{session_id}/ask", json={"question": 7}), 400, "a question must be a str"),
         (client.post(f"/v1/sessions/{session_id}/ask", content=b"{", headers={"content-type": "application/json"}),
          400, "not valid JSON"),
+        # valid JSON that Python refuses to read: an integer of more than 4300 digits
+        (client.post(f"/v1/sessions/{session_id}/ask", content=b'{"question": ' + b"1" * 5000 + b"}",
+                     headers={"content-type": "application/json"}), 400, "cannot be read"),
+        (client.post("/v1/sessions", content=b'{"image": ' + b"9" * 5000 + b"}",
+                     headers={"content-type": "application/json"}), 400, "cannot be read"),
         (client.post("/v1/sessions", files={"image": ("x.txt", b"plain text")}), 400, "not a readable image"),
-        (client.post("/v1/sessions", content=b"x", headers={"content-type": "text/csv"}), 415, "reads JSON"),
+        (client.post("/v1/sessions", content=b"x", headers={"content-type": "image/png"}), 415,
+         "reads multipart/form-data or JSON, not image/png"),
+        (client.post(f"/v1/sessions/{session_id}/ask", content=b"x", headers={"content-type": "text/csv"}), 415,
+         "reads JSON, not text/csv"),
         (client.get("/v1/nothing"), 404, "no route GET /v1/nothing"),
         (client.put("/health"), 405, "not allowed"),
     ]
@@ -199,3 +207,32 @@ def test_a_model_that_fails_to_load_is_503_with_the_reason():
             response = client.post("/v1/sessions", files={"image": ("s.png", b"x")})
             assert response.status_code == 503 and response.headers["retry-after"] == "1"
             assert response.json()["error"].startswith("the model failed to load: unknown preset")
+
+
+def test_a_client_hanging_up_mid_upload_leaves_no_traceback_and_the_server_serving(server, scene_png):
+    import logging
+    import socket
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    collect = Collect()
+    logger = logging.getLogger("uvicorn.error")
+    logger.addHandler(collect)
+    try:
+        host, port = server.url.removeprefix("http://").split(":")
+        for content_type in ("multipart/form-data; boundary=xyz", "application/json"):
+            with socket.create_connection((host, int(port))) as raw:
+                raw.sendall(f"POST /v1/sessions HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+                            f"Content-Length: 100000\r\n\r\n".encode() + b"--xyz\r\n" + b"a" * 1000)
+                time.sleep(0.3)  # the route is reading the body when the client goes
+        time.sleep(0.5)
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    finally:
+        logger.removeHandler(collect)
+    assert not [line for line in collect.lines if "Exception in ASGI application" in line], collect.lines
