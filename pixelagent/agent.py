@@ -198,8 +198,14 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
     name = str(preset)
     from pixelagent.hub import looks_like_hub_id, snapshot
 
-    if looks_like_hub_id(name) and name not in {spec.name for spec in registry.presets()}:
+    known = {spec.name for spec in registry.presets()}
+    if looks_like_hub_id(name) and name not in known:
         return _model_dir_preset(snapshot(name), shown=name)
+    if name not in known and (name.startswith((".", "~", os.sep)) or name.endswith(os.sep)):
+        from pixelagent.errors import ConfigError
+
+        raise ConfigError(f"model folder {name} does not exist; check the path, or name a preset "
+                          "(pixelagent plugins lists them)")
     return registry.preset(name).preset
 
 

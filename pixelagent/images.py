@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import warnings
 import zlib
@@ -120,7 +121,7 @@ def _open_and_decode(
         with _pillow_pixel_limit(None):
             image = opener()
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name} is not a readable image ({exc})") from exc
+        raise ImageError(f"{name} is not a readable image ({_reason(exc)})") from exc
     with image:
         return _decode(image, name, max_pixels, owned=True)
 
@@ -147,8 +148,15 @@ def _decode(image: Image.Image, name: str, max_pixels: int | None, *, owned: boo
             "if you trust this file"
         ) from exc
     except _DECODE_ERRORS as exc:
-        raise ImageError(f"{name} is not a readable image ({exc})") from exc
+        raise ImageError(f"{name} is not a readable image ({_reason(exc)})") from exc
     return _to_rgb(image, name)
+
+
+def _reason(exc: BaseException) -> str:
+    """Pillow's message without the repr of our in-memory buffer ("<_io.BytesIO object at 0x…>"),
+    which tells the user nothing; the name we print already says which input it was."""
+    text = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(exc)).strip()
+    return text or type(exc).__name__
 
 
 def _orientation(image: Image.Image) -> int:
@@ -247,9 +255,12 @@ def _array_to_uint8(array: np.ndarray) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         # NaN fails both comparisons, so it is rejected too.
         if not (np.all(array >= 0.0) and np.all(array <= 1.0)):
+            nan = np.isnan(array)
+            finite = array[~nan]
+            values = (f"values from {finite.min()} to {finite.max()}" if finite.size else "no numbers") + (
+                f" and {int(nan.sum())} NaN" if nan.any() else "")
             raise ImageError(
-                f"a float image array must hold values in [0, 1], got values from "
-                f"{np.nanmin(array)} to {np.nanmax(array)} (shape {array.shape}, dtype "
+                f"a float image array must hold values in [0, 1], got {values} (shape {array.shape}, dtype "
                 f"{array.dtype}); divide by 255 if it holds 0..255, or convert it to uint8"
             )
         return np.rint(array * 255.0).astype(np.uint8)

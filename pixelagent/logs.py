@@ -61,7 +61,8 @@ class TurnLog:
             self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0)
             self._prepare()
         except sqlite3.Error as exc:
-            raise ConfigError(f"cannot use {self.path} as the pixelagent log ({exc}); pass another --log path") from None
+            raise ConfigError(f"cannot use {self.path} as the pixelagent log ({exc}); pass the path of another file "
+                              "(--log to write one, --db to read one)") from None
 
     def _prepare(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]

@@ -40,10 +40,16 @@ def render(image: Any, layers: Sequence[Layer], alpha: float = 0.45, min_side: i
     The picture is ``scale`` times the image (``scale`` the smallest whole factor bringing the
     longer side to ``min_side``; 1 for large images) plus a legend strip below it.
     """
-    from pixelagent.mask import _rgb
+    from pixelagent.errors import MaskError
+    from pixelagent.mask import _hw, _rgb
 
     pixels = _rgb(image)
     height, width = pixels.shape[:2]
+    for layer in layers:
+        shape = np.shape(layer.mask)
+        if tuple(shape) != (height, width):
+            raise MaskError(f"overlay image is {height}x{width} but the mask of {layer.label!r} is {_hw(shape)}; "
+                            "pass the image the session was opened on")
     scale = max(1, -(-min_side // max(height, width)))
     canvas = np.repeat(np.repeat(pixels, scale, axis=0), scale, axis=1) if scale > 1 else pixels.copy()
     thickness = max(2, round(max(height, width) * scale / 320))

@@ -19,7 +19,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pixelagent.errors import ConfigError
+from pixelagent.errors import ConfigError, single_line
 from pixelagent.limits import Limits
 from pixelagent.parts import PART_KINDS
 
@@ -114,7 +114,8 @@ def load_preset_file(path: str | os.PathLike) -> Preset:
 
             data = yaml.safe_load(text)
     except Exception as exc:  # json.JSONDecodeError or yaml.YAMLError (which is no ValueError)
-        raise ConfigError(f"cannot parse preset file {path}: {exc}") from None
+        # PyYAML's messages span lines (the text and a caret under it): one line for the CLI
+        raise ConfigError(f"cannot parse preset file {path}: {single_line(str(exc))}") from None
     return parse_preset(data, source=f"preset file {path}")
 
 

@@ -139,8 +139,19 @@ class _Table:
         spec = self._holder(key)
         if spec is None:
             available = ", ".join(sorted(self.specs)) or "none (is a plugin installed?)"
-            raise UnknownNameError(f"unknown {self.label} {key!r}; available: {available}")
+            raise UnknownNameError(f"unknown {self.label} {key!r}{self._suggestion(key)}; available: {available}")
         return spec
+
+
+    def _suggestion(self, key: str) -> str:
+        """ " (did you mean 'x'?)" for the closest registered name or alias, else nothing;
+        ``_`` and case are not told apart from ``-`` and lower case (``miras_tiny``)."""
+        import difflib
+
+        names = sorted({*self.specs, *self.aliases})
+        folded = {name.lower().replace("_", "-"): name for name in names}
+        close = difflib.get_close_matches(str(key).lower().replace("_", "-"), list(folded), n=1, cutoff=0.75)
+        return f" (did you mean {folded[close[0]]!r}?)" if close else ""
 
 
 class Registry:

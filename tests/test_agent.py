@@ -86,3 +86,11 @@ def test_agent_records_how_its_preset_was_chosen(fake, monkeypatch):
     monkeypatch.setenv(PRESET_ENV, "fake")
     assert Agent().choice == f"from ${PRESET_ENV}"
     assert Agent("fake").choice == "given"
+
+
+@pytest.mark.parametrize("name", ["/no/such/model/", "./no-such-model", "~/no-such-model"])
+def test_a_missing_model_folder_says_so_not_unknown_preset(fake, name):
+    from pixelagent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model folder {name} does not exist; check the path"):
+        Agent(name)

@@ -336,8 +336,17 @@ def test_unreadable_file(tmp_path, corrupt):
 
 
 def test_unreadable_bytes():
-    with pytest.raises(ImageError, match="<bytes> is not a readable image"):
+    with pytest.raises(ImageError, match="<bytes> is not a readable image") as info:
         load_image(b"GIF89a nonsense")
+    assert "BytesIO" not in str(info.value) and "0x" not in str(info.value)  # no repr of our buffer
+
+
+@pytest.mark.filterwarnings("error")  # numpy's "All-NaN slice" warning must not leak out
+@pytest.mark.parametrize("array, words", [(np.full((2, 2, 3), np.nan), "got no numbers and 12 NaN"),
+                                          (np.array([[2.0, np.nan, 0.5]]), "got values from 0.5 to 2.0 and 1 NaN")])
+def test_nan_arrays_are_refused_without_warnings(array, words):
+    with pytest.raises(ImageError, match=words):
+        load_image(array)
 
 
 @pytest.mark.parametrize("as_path", [str, Path], ids=["str", "Path"])

@@ -93,3 +93,13 @@ def test_logs_refuses_what_is_not_a_log(tmp_path, capsys, monkeypatch):
     assert open_log(None) is None
     with pytest.raises(ConfigError, match="not a regular file"):
         TurnLog(tmp_path)
+
+
+def test_logs_shows_control_characters_in_a_logged_question_as_escapes(fake, scene_file, tmp_path, capsys):
+    db = tmp_path / "log.db"
+    hostile = "the red bottle\rFAKE LINE\x07\x1b[2J\x9b"
+    assert run_cli(capsys, "segment", str(scene_file), hostile, "-p", "fake", "--log", str(db))[0] == 0
+    code, out, _ = run_cli(capsys, "logs", "--db", str(db))
+    assert code == 0 and "you:   the red bottle\\x0dFAKE LINE\\x07\\x1b[2J\\x9b" in out
+    assert not any(c in out for c in "\r\x07\x1b\x9b")
+    assert json.loads(run_cli(capsys, "logs", "--json", "--db", str(db))[1])[0]["turn"]["question"] == hostile

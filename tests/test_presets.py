@@ -62,6 +62,14 @@ def test_unreadable_and_unparsable_preset_files(tmp_path):
         load_preset_file(broken)
 
 
+def test_a_yaml_syntax_error_is_one_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="cannot parse preset file") as info:
+        load_preset_file(path)
+    assert "\n" not in str(info.value) and "line 1" in str(info.value)
+
+
 def test_preset_is_immutable():
     with pytest.raises(Exception):
         parse_preset(BASE).device = "cuda"

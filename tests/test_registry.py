@@ -23,6 +23,13 @@ def test_unknown_names_list_what_is_available(fake):
     assert "'nope'" in str(info.value) and "fake" in str(info.value)
     with pytest.raises(UnknownNameError, match="mask decoder 'no-such-decoder'.*fake-decoder"):
         get_registry().part("mask_decoder", "no-such-decoder")
+    assert "did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("typed", ["FAKE", "fak", "fake_"])
+def test_a_near_miss_suggests_the_name(fake, typed):
+    with pytest.raises(UnknownNameError, match=f"unknown preset '{typed}' \\(did you mean 'fake'\\?\\); available"):
+        get_registry().preset(typed)
 
 
 def test_registry_follows_plugin_registration(fake):
