@@ -192,8 +192,8 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
         preset = default_preset()[0]
     if looks_like_preset_file(preset):
         return load_preset_file(preset)
-    if Path(preset).is_dir():
-        return _model_dir_preset(Path(preset))
+    if Path(preset).expanduser().is_dir():
+        return _model_dir_preset(Path(preset).expanduser())
     registry = registry or get_registry()
     name = str(preset)
     from pixelagent.hub import looks_like_hub_id, snapshot
@@ -201,9 +201,14 @@ def resolve_preset(preset: str | os.PathLike | Preset | None, registry: Any = No
     known = {spec.name for spec in registry.presets()}
     if looks_like_hub_id(name) and name not in known:
         return _model_dir_preset(snapshot(name), shown=name)
-    if name not in known and (name.startswith((".", "~", os.sep)) or name.endswith(os.sep)):
+    separators = tuple(s for s in (os.sep, os.altsep) if s)
+    if name not in known and (name.startswith((".", "~")) or any(s in name for s in separators)):
         from pixelagent.errors import ConfigError
 
+        path = Path(name).expanduser()
+        if path.exists():
+            raise ConfigError(f"{name} is a file, not a model folder; pass the folder that holds config.json, "
+                              "or a .yaml / .json preset file")
         raise ConfigError(f"model folder {name} does not exist; check the path, or name a preset "
                           "(pixelagent plugins lists them)")
     return registry.preset(name).preset

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from pixelagent.errors import ImageError, InputError, PixelAgentError
-from pixelagent.files import check_output_folder, check_regular_file, read_bytes, writing
+from pixelagent.files import check_regular_file, make_output_folder, read_bytes, writing
 from pixelagent.schema import SCHEMA_VERSION, IntentRecord, TurnRecord
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, 
     """Run every image in ``images`` through ``questions`` into ``out`` (see the module docstring)."""
     if not questions:
         raise InputError("give at least one question (--ask \"...\")")
-    out = check_output_folder(out, "results folder")
+    out = make_output_folder(out, "results folder")
     done = _finished(out / RESULTS_FILE, questions)
     folders = _folder_names(images)
     summary = BatchSummary()

@@ -140,11 +140,11 @@ def segment_command(
         for earlier in turn:
             conversation.ask(earlier)
         record = conversation.ask(text)
-        _write_outputs(pixels, record, out, overlay)
         if as_json:
             typer.echo(conversation.record().model_dump_json(indent=2))
         else:
             _print_turn(record)
+        _write_outputs(pixels, record, out, overlay)  # after printing: a failed write loses no answer
     finally:
         conversation.close()
 
@@ -274,7 +274,7 @@ def _check_picture_outputs(out: Path | None, overlay: Path | None) -> None:
         from PIL import Image
 
         suffix = overlay.suffix.lower()
-        if suffix not in Image.registered_extensions():
+        if Image.registered_extensions().get(suffix) not in Image.SAVE:  # some formats Pillow only reads
             raise InputError(f"--overlay {overlay}: Pillow cannot write {suffix or 'a file without an extension'}; "
                              "end the name in .png (or .jpg, .webp)")
         check_output_file(overlay, "overlay picture (--overlay)")
@@ -312,7 +312,7 @@ def _print_turn(record: TurnRecord, prefix: str = "") -> None:
     typer.echo(f"{prefix}{printable(record.text, keep_newlines=True)}")
     for target in record.targets:
         x0, y0, x1, y1 = target.bbox
-        typer.echo(f"  target {printable(repr(target.phrase))}: {target.area} px, {target.granularity.value}, "
+        typer.echo(f"  target {target.phrase!r}: {target.area} px, {target.granularity.value}, "
                    f"score {target.score:.2f}, box ({x0}, {y0}, {x1}, {y1})")
     if record.no_target and record.reason:
         typer.echo(f"  no target: {printable(record.reason)}")
@@ -582,7 +582,7 @@ def logs_command(
         typer.echo(f"  you:   {printable(turn['question'])}")
         typer.echo(f"  agent: {printable(turn['text'])}")
         for target in turn["targets"]:
-            typer.echo(f"         → {printable(repr(target['phrase']))} ({target['granularity']}, {target['area']} px)")
+            typer.echo(f"         → {target['phrase']!r} ({target['granularity']}, {target['area']} px)")
 
 
 # -- recipes ------------------------------------------------------------------------------------

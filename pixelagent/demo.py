@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from pixelagent.eval.phrases import text_reading
-from pixelagent.files import check_output_folder, writing
+from pixelagent.files import make_output_folder, writing
 from pixelagent.mask import Mask
 
 #: Seed of the demo scenes: the shipped model was trained on seeds 0-2 (see its model card).
@@ -95,7 +95,7 @@ def run_demo(agent: Any, scenes: list[DemoScene], out_dir: str | os.PathLike,
     agent took, recorded with ``total_s`` (loading plus the dialogues).
     """
     started = time.perf_counter()
-    out = check_output_folder(out_dir, "demo folder")
+    out = make_output_folder(out_dir, "demo folder")
     report: dict[str, Any] = {"preset": agent.preset.name, "scenes": []}
     for scene in scenes:
         report["scenes"].append(_run_scene(agent, scene, out, echo))

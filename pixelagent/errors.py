@@ -72,4 +72,10 @@ class CheckpointError(PixelAgentError):
 
 
 class OutputError(PixelAgentError, OSError):
-    """A file or folder pixelagent was asked to write cannot be written; the message names it and why."""
+    """A file or folder pixelagent was asked to write cannot be written; the message names it and why.
+
+    ``errno`` and ``filename`` are those of the ``OSError`` behind it, when there was one.
+    """
+
+    def __str__(self) -> str:  # OSError's own would read "[Errno 28] None: 'path'" once errno is set
+        return str(self.args[0]) if self.args else ""

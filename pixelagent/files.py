@@ -20,7 +20,7 @@ from pathlib import Path
 from pixelagent.errors import ConfigError, OutputError, PixelAgentError
 
 __all__ = ["DEFAULT_MAX_TEXT_BYTES", "check_output_file", "check_output_folder", "check_regular_file",
-           "read_bytes", "read_text", "writing"]
+           "make_output_folder", "read_bytes", "read_text", "writing"]
 
 #: Largest text file (JSON, YAML, JSON Lines) read whole by default: 1 GiB. The published PRIST
 #: split is 1.6 MB and a LabelMe file with its image embedded a few MB; anything near this is a
@@ -84,7 +84,7 @@ def read_text(path: str | os.PathLike, what: str = "file", *, max_bytes: int | N
 
 
 # -- outputs -------------------------------------------------------------------------------------
-_WHY = {errno.ENOENT: "a folder on its path does not exist", errno.ENOTDIR: "a file stands where a folder should be",
+_WHY = {errno.ENOENT: "no such file or folder there", errno.ENOTDIR: "a file stands where a folder should be",
         errno.EISDIR: "it is a folder", errno.EEXIST: "a file of that name is in the way",
         errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "the file system is read-only",
         errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
@@ -97,9 +97,19 @@ def _why(exc: BaseException) -> str:
     return str(exc)  # ValueError: a NUL byte in the path
 
 
+def _output_error(message: str, cause: BaseException | None = None) -> OutputError:
+    """An :class:`OutputError` that keeps the ``errno`` and ``filename`` of the ``OSError`` behind it,
+    for callers that look at them (``e.errno == errno.ENOSPC``)."""
+    error = OutputError(message)
+    if isinstance(cause, OSError):
+        error.errno, error.filename = cause.errno, cause.filename
+    return error
+
+
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Turn an ``OSError`` raised while writing ``what`` at ``path`` into one-line :class:`OutputError`."""
+    """Turn an ``OSError`` raised while writing ``what`` at ``path`` into one-line :class:`OutputError`
+    (chained to it, with its ``errno``)."""
     try:
         yield
     except OutputError:
@@ -107,7 +117,7 @@ def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValueError) and "null" not in str(exc).lower():
             raise  # only a NUL byte in the path is the path's fault
-        raise OutputError(f"cannot write {what} {os.fsdecode(path)}: {_why(exc)}; name another path") from None
+        raise _output_error(f"cannot write {what} {os.fsdecode(path)}: {_why(exc)}; name another path", exc) from exc
 
 
 def _probe(folder: Path) -> None:
@@ -117,16 +127,29 @@ def _probe(folder: Path) -> None:
         pass
 
 
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or the closest of its parents that exists (``.`` for a relative path's start)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
 def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     """``path`` as a Path if a file can be written there now, else :class:`OutputError`.
 
-    For checks before slow work (building a model): the folder must exist (it is not created) and
-    take a new file, and ``path`` must not be a folder. Nothing is left behind.
+    For checks before slow work (building a model); it creates and changes nothing. A file that
+    exists (``/dev/stdout`` too) must be writable itself; a new one needs an existing folder
+    that takes new files. ``path`` must not be a folder.
     """
     path = Path(path)
     name = os.fsdecode(path)
     if path.is_dir():
         raise OutputError(f"{what} {name} is a folder; name a file, such as {os.path.join(name, 'mask.png')}")
+    if path.exists():  # overwritten in place: the folder's own permissions do not matter
+        if not os.access(path, os.W_OK):
+            raise OutputError(f"cannot write {what} {name}: permission denied; name another path")
+        return path
     folder = path.parent
     if not folder.is_dir():
         why = "is a file, not a folder" if folder.exists() else "does not exist; create it first"
@@ -137,13 +160,25 @@ def check_output_file(path: str | os.PathLike, what: str = "output file") -> Pat
 
 
 def check_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
-    """``path`` as a Path after making sure it is a folder that takes new files (created, with its
-    parents, if missing), else :class:`OutputError`."""
+    """``path`` as a Path if it is, or can be made, a folder that takes new files; else
+    :class:`OutputError`. Creates nothing (a run that fails later leaves no empty folder):
+    the closest existing folder on the way is the one tried."""
     path = Path(path)
     name = os.fsdecode(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {name} is a file, not a folder; name a folder (it is created if missing)")
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        if existing == path:
+            raise OutputError(f"{what} {name} is a file, not a folder; name a folder (it is created if missing)")
+        raise OutputError(f"cannot make {what} {name}: {os.fsdecode(existing)} is a file, not a folder; "
+                          "name another folder")
+    with writing(path, what):
+        _probe(existing)
+    return path
+
+
+def make_output_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` created with its parents if missing (see :func:`check_output_folder`); the folder as a Path."""
+    path = check_output_folder(path, what)
     with writing(path, what):
         path.mkdir(parents=True, exist_ok=True)
-        _probe(path)
     return path

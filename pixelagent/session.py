@@ -244,9 +244,9 @@ def save_record(folder: str | os.PathLike, record: Any, pixels: np.ndarray,
 
     from pixelagent.schema import SavedSession
 
-    from pixelagent.files import check_output_folder, writing
+    from pixelagent.files import make_output_folder, writing
 
-    folder = check_output_folder(folder, "session folder")
+    folder = make_output_folder(folder, "session folder")
     reference = _file_reference(pixels, Path(image_path), folder) if image_path is not None else None
     with writing(folder / IMAGE_FILE, "session image"):
         if reference is None:
@@ -301,8 +301,12 @@ def _embed_image(pixels: np.ndarray, folder: Path) -> Any:
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write to a temporary name, then rename: a killed save never leaves half a file."""
     partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    except BaseException:  # a full disk: leave no half-written .partial behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def _load(path: Path, agent: Agent) -> Session:
@@ -324,8 +328,9 @@ def _load(path: Path, agent: Agent) -> Session:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError) as exc:  # not JSON, nested past the parser, a 5000-digit number
-        raise InputError(f"saved session {file} is not valid JSON ({str(exc) or 'nested too deeply'}); "
-                         "was it written by Session.save?") from None
+        why = (str(exc) if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+               if isinstance(exc, RecursionError) else "a number in it has more than 4300 digits")
+        raise InputError(f"saved session {file} is not valid JSON ({why}); was it written by Session.save?") from None
     if not isinstance(data, dict) or data.get("format") != SAVED_FORMAT:
         raise InputError(f"{file} is not a saved pixelagent session (it has no \"format\": \"{SAVED_FORMAT}\"); "
                          "pass a folder written by Session.save or chat's /save")

@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
               f"per LLM pass; answers identical: {same}")
         saved = report["cpu_ms_per_turn_sequential"] / report["cpu_ms_per_turn_concurrent"]
         busier = report["cores_busy"] / report["cores_busy_sequential"]
-        print(f"  = CPU per turn {report['cpu_ms_per_turn_sequential']:.1f} ms alone / "
+        equals = "=" if args.rounds == 1 else "~"  # medians of the factors, not of their product
+        print(f"  {equals} CPU per turn {report['cpu_ms_per_turn_sequential']:.1f} ms alone / "
               f"{report['cpu_ms_per_turn_concurrent']:.1f} ms together ({saved:.2f}x less work) x cores busy "
               f"{report['cores_busy']:.2f} together / {report['cores_busy_sequential']:.2f} alone ({busier:.2f}x)")
     return 0 if same else 1

@@ -70,7 +70,7 @@ from pixelagent.errors import ConfigError, ImageError
 from pixelagent.eval import SegmentationMeter, plot_by_granularity, response_metrics, table3_markdown, table3_row
 from pixelagent.eval.phrases import FocusPhraseMeter
 from pixelagent.eval.protocol import PROTOCOLS, SegmentationQuery, is_general_mllm
-from pixelagent.files import check_regular_file, read_text
+from pixelagent.files import check_regular_file, make_output_folder, read_text
 from pixelagent.markup import find_focus_spans, render_plain
 from pixelagent.mask import Granularity
 from pixelagent.arguments import non_negative_int, positive_int
@@ -175,8 +175,7 @@ class MissingImage(ConfigError):
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     source = load_source(args)
-    out = args.out or Path(f"eval-{Path(args.preset).name}-{args.split}")
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_folder(args.out or Path(f"eval-{Path(args.preset).name}-{args.split}"), "--out folder")
     predictions_path = out / "predictions.jsonl"
     done, torn = read_predictions(predictions_path, count_unreadable=True)
     todo = [r for r in source.records if r.id not in done]

@@ -36,6 +36,7 @@ import eval_prist  # noqa: E402  (a sibling recipe, not a library module)
 
 from pixelagent.errors import ConfigError, LLMError  # noqa: E402
 from pixelagent.eval.judge import compare  # noqa: E402
+from pixelagent.files import make_output_folder  # noqa: E402
 from pixelagent.eval.judge_run import JudgeItem, read_scores, run_judge, scores_for  # noqa: E402
 from pixelagent.markup import render_plain  # noqa: E402
 
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                "--reference-predictions")
     items, skipped = build_items(source, predictions, references, with_image=not args.no_image,
                                  win_rate=not args.no_win_rate)
-    out = args.out or args.eval / "judge"
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_folder(args.out or args.eval / "judge", "--out folder")
     for item in skipped:
         print(f"skipped {item['id']}: {item['reason']}", file=sys.stderr)
     client = ChatClient(base_url=args.base_url, model=args.model, max_concurrency=args.concurrency)

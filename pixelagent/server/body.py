@@ -80,8 +80,9 @@ def parse_json(body: bytes, example: str) -> Any:
         raise BadRequest(f"the request body is not valid JSON ({exc}); send JSON like {example}") from None
     except RecursionError:
         raise BadRequest(f"the request body's JSON is nested too deeply; send JSON like {example}") from None
-    except ValueError as exc:  # valid syntax Python will not read: an integer over 4300 digits
-        raise BadRequest(f"the request body's JSON cannot be read ({exc}); send JSON like {example}") from None
+    except ValueError:  # valid syntax Python will not read: an integer of over 4300 digits
+        raise BadRequest("the request body's JSON cannot be read (a number in it has more than 4300 digits); "
+                         f"send JSON like {example}") from None
 
 
 def json_object(value: Any, allowed: set[str], required: set[str], example: str) -> dict[str, Any]:

@@ -117,6 +117,8 @@ class VicunaTemplate:
         if exchange.answer_ids is not None:
             return list(exchange.answer_ids)
         answer = exchange.answer
+        if not answer:  # the model ended at once: its answer was </s> alone
+            return [self.eos_id]
         return self._text(answer if answer.startswith(" ") else f" {answer}") + [self.eos_id]
 
     def encode(self, exchanges: Sequence[Exchange]) -> tuple[list[int], list[int]]:

@@ -62,6 +62,7 @@ def test_a_generated_answer_read_back_from_its_text_gives_its_own_ids(backbone):
     assert template.answer_ids(Exchange("q", text)) == generated + [template.eos_id]
     # a dataset answer has no leading space: the template adds the one after "ASSISTANT:"
     assert template.answer_ids(Exchange("q", text[1:])) == generated + [template.eos_id]
+    assert template.answer_ids(Exchange("q", "")) == [template.eos_id]  # the model ended at once
 
 
 def test_generation_returns_text_states_and_ids_in_step(backbone):

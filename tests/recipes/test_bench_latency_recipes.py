@@ -1,6 +1,7 @@
 """The latency benchmarks run through `pixelagent recipe` (tiny sizes, CPU)."""
 
 import json
+import os
 
 from pixelagent.recipes import run_recipe
 
@@ -16,11 +17,11 @@ def test_concurrent_sessions_answer_as_alone(capsys):
     assert run_recipe("bench-concurrent-sessions", ["--sessions", "3", "--rounds", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["answers_identical"] is True and report["concurrent_turns_per_s"] > 0
-    # with one round the ratio is exactly less CPU per turn times more cores busy
-    saved = report["cpu_ms_per_turn_sequential"] / report["cpu_ms_per_turn_concurrent"]
-    busier = report["cores_busy"] / report["cores_busy_sequential"]
-    assert abs(report["ratio"] - saved * busier) < 1e-6 * report["ratio"]
-    assert 0 < report["cores_busy_sequential"] and 0 < report["cores_busy"]
+    # process CPU per turn and per wall second: a turn takes some CPU, and no more cores are
+    # busy than the machine has (a timer not reset between phases would break both)
+    cores = os.cpu_count() or 1
+    assert 0.5 < report["cpu_ms_per_turn_sequential"] < 60_000 and 0.5 < report["cpu_ms_per_turn_concurrent"] < 60_000
+    assert 0.1 < report["cores_busy_sequential"] <= cores + 0.25 and 0.1 < report["cores_busy"] <= cores + 0.25
 
 
 def test_decode_step_benchmark_checks_identical_states_and_answers(capsys):
