@@ -8,13 +8,16 @@ Routes (JSON unless said; the OpenAPI schema is at ``/openapi.json``):
 - ``POST /v1/sessions`` an image (multipart field ``image``, or JSON ``{"image": "<base64>"}``)
   → 201 ``{"id", "image_size": [H, W], ...}``;
 - ``POST /v1/sessions/{id}/ask`` ``{"question": ...}`` → the turn, as
-  :class:`pixelagent.schema.TurnRecord` (what ``segment --json`` gives per turn);
+  :class:`pixelagent.schema.TurnRecord` (what ``segment --json`` gives per turn); with an
+  ``Idempotency-Key`` header, asking again with the same key (a retry after a dropped
+  connection) returns the turn already made instead of making another;
 - ``GET /v1/sessions/{id}`` history and intent; ``POST /v1/sessions/{id}/reset``;
   ``GET /v1/sessions/{id}/turns/{k}`` (+ ``/overlay.png``, ``/mask.png``); ``DELETE /v1/sessions/{id}``.
 
 Errors are ``{"error": "<one line>", "type": "<class>"}`` with the status of
 :func:`pixelagent.server.errors.status_of`: 400 bad input, 404 unknown session or turn, 413 too
-large, 415 wrong content type, 429 too many sessions, 503 model not ready.
+large, 409 an Idempotency-Key reused for another question, 415 wrong content type, 429 too many
+sessions, 503 model not ready.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from pixelagent.limits import check_question
 from pixelagent.results import Turn
 from pixelagent.schema import SessionRecord, TurnRecord, session_record, turn_record
 from pixelagent.server import body as bodies
-from pixelagent.server.errors import BadRequest, NotReady, PayloadTooLarge, SessionNotFound, status_of
+from pixelagent.server.errors import BadRequest, Conflict, NotReady, PayloadTooLarge, SessionNotFound, status_of
 from pixelagent.server.render import PALETTE, hex_colour, mask_png, overlay_png
 from pixelagent.server.runner import ThreadRunner, TurnRunner
 from pixelagent.server.settings import ServerSettings
@@ -325,6 +328,7 @@ def _add_session_routes(app: FastAPI, state: ServerState) -> None:
         async with state.using(session_id) as entry:
             entry.session.reset()
             entry.notes.clear()
+            entry.asked.clear()  # the turns those keys made are gone
         created = SessionCreated(id=entry.id, image_size=entry.session.image_size,
                                  preset=entry.session.agent.preset.name, idle_expiry_s=state.settings.idle_expiry_s)
         return JSONResponse(created.model_dump(mode="json"))
@@ -344,11 +348,16 @@ def _add_turn_routes(app: FastAPI, state: ServerState) -> None:
         payload = bodies.json_object(bodies.parse_json(await request.body(), ASK_EXAMPLE),
                                      {"question"}, {"question"}, ASK_EXAMPLE)
         question = check_question(payload["question"], agent.preset.limits)  # refused before queueing
+        key = _idempotency_key(request.headers)
         async with state.using(session_id) as entry:
+            if key is not None and key in entry.asked:  # a retry of an ask that already made its turn
+                return _json(_repeated_ask(entry, key, question))
             notes = [REENCODED_NOTE] if entry.evicted else []
             turn, focus = await state.runner.ask(entry.session, question)
             if notes:
                 entry.notes[turn.index] = notes
+            if key is not None:
+                entry.remember_ask(key, turn.index, question)
             state.store.used(entry)
         record = TurnRecord.of(turn, focus, notes)
         if state.log is not None:
@@ -390,6 +399,27 @@ def _turn(entry: Entry, k: int, with_target: bool = False) -> Turn:
     if with_target and turn.reply.no_target:
         raise SessionNotFound(f"turn {k} has no target, so there is no mask to draw")
     return turn
+
+
+def _idempotency_key(headers: Any) -> str | None:
+    """The ask's ``Idempotency-Key`` header (as Stripe and the IETF draft name it), if sent."""
+    key = headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isascii() or not key.isprintable():
+        raise BadRequest("the Idempotency-Key header must be 1-200 printable ASCII characters (a UUID, say)")
+    return key
+
+
+def _repeated_ask(entry: Any, key: str, question: str) -> TurnRecord:
+    """The turn an earlier ask with ``key`` made, for a client that did not get the answer; 409
+    when the key came with another question (a client bug: keys name one ask)."""
+    index, asked = entry.asked[key]
+    if asked != question:
+        raise Conflict(f"Idempotency-Key {key[:40]!r} was sent with another question before (turn {index}); "
+                       "use a new key for each new question")
+    turn = _turn(entry, index)
+    return turn_record(turn, entry.session.intent, entry.notes.get(index, ()))
 
 
 def _json(model: BaseModel) -> Response:

@@ -13,6 +13,7 @@ The server's errors come back as the same classes and one-line messages
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,19 @@ class ServerClient:
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout, connect=5.0), trust_env=False)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        """The response to one request; an error answer raises its class with the server's message."""
+    def request(self, method: str, path: str, *, resend: bool = False, **kwargs: Any) -> httpx.Response:
+        """The response to one request; an error answer raises its class with the server's message.
+
+        ``resend``: when the connection fails after the request may have gone out (a reset, a
+        dropped reply), send it once more; only for requests the server dedupes (an ask with
+        its Idempotency-Key)."""
         try:
-            response = self._http.request(method, path, **kwargs)
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+                if not resend:
+                    raise
+                response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ConfigError(f"cannot reach the pixelagent server at {self.url} ({type(exc).__name__}: {exc}); "
                               f"start one with `pixelagent serve`, or fix --server / ${SERVER_ENV}") from None
@@ -86,7 +96,11 @@ class RemoteConversation:
         self.image_size = (int(image_size[0]), int(image_size[1]))
 
     def ask(self, question: str) -> TurnRecord:
-        response = self.client.request("POST", f"/v1/sessions/{self.id}/ask", json={"question": question})
+        # a key per ask: if the connection drops before the answer, asking again with the same key
+        # gets the turn the server already made instead of a second one
+        headers = {"Idempotency-Key": uuid.uuid4().hex}
+        response = self.client.request("POST", f"/v1/sessions/{self.id}/ask", json={"question": question},
+                                       headers=headers, resend=True)
         return TurnRecord.model_validate(response.json())
 
     def record(self) -> SessionRecord:

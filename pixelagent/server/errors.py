@@ -47,6 +47,12 @@ class SessionNotFound(ServerError, UnknownNameError):
     status = 404
 
 
+class Conflict(ServerError, InputError):
+    """The request contradicts an earlier one (409): an Idempotency-Key reused for another question."""
+
+    status = 409
+
+
 class TooManySessions(ServerError):
     """The server holds ``max_sessions`` sessions already (429)."""
 
@@ -75,6 +81,6 @@ def status_of(error: PixelAgentError) -> int:
 
 def error_for_status(status: int, message: str) -> ServerError:
     """The error a client raises for a server's error answer."""
-    kinds = {400: BadRequest, 404: SessionNotFound, 413: PayloadTooLarge, 415: UnsupportedMediaType,
-             429: TooManySessions, 503: NotReady}
+    kinds = {400: BadRequest, 404: SessionNotFound, 409: Conflict, 413: PayloadTooLarge,
+             415: UnsupportedMediaType, 429: TooManySessions, 503: NotReady}
     return kinds.get(status, ServerError)(message, status)

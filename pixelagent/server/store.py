@@ -24,6 +24,10 @@ REENCODED_NOTE = ("the image was encoded again for this turn: this session's cac
                   "dropped while it was idle (the server keeps max_encoded_sessions of them)")
 
 
+#: How many Idempotency-Keys of recent asks a session remembers (a client retries its latest few).
+MAX_IDEMPOTENCY_KEYS = 64
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe: unguessable, and safe in a path segment."""
     return secrets.token_urlsafe(16)
@@ -42,6 +46,15 @@ class Entry:
     busy: int = 0  # requests using it now or waiting for its lock
     evicted: bool = False  # its encodings were dropped; the next turn recomputes them
     notes: dict[int, list[str]] = field(default_factory=dict)  # server notes per turn index
+    #: Idempotency-Key of a recent ask → (the turn it made, its question); the latest few only
+    asked: OrderedDict[str, tuple[int, str]] = field(default_factory=OrderedDict)
+
+    def remember_ask(self, key: str, turn: int, question: str) -> None:
+        """Record that the ask sent with ``key`` made turn ``turn`` (bounded: the latest 64 keys)."""
+        self.asked[key] = (turn, question)
+        self.asked.move_to_end(key)
+        while len(self.asked) > MAX_IDEMPOTENCY_KEYS:
+            self.asked.popitem(last=False)
 
     @property
     def log_id(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import time
 
 import httpx
@@ -236,3 +237,78 @@ def test_a_client_hanging_up_mid_upload_leaves_no_traceback_and_the_server_servi
     finally:
         logger.removeHandler(collect)
     assert not [line for line in collect.lines if "Exception in ASGI application" in line], collect.lines
+
+
+def test_an_ask_retried_with_its_idempotency_key_returns_the_turn_already_made(client, scene_png, tiny_scene):
+    session_id = open_session(client, scene_png)
+    ask = lambda question, key: client.post(f"/v1/sessions/{session_id}/ask", json={"question": question},
+                                            headers={"Idempotency-Key": key})
+    first = ask(tiny_scene.requests[0], "k-1")
+    again = ask(tiny_scene.requests[0], "k-1")
+    assert first.status_code == again.status_code == 200 and again.json() == first.json()
+    assert len(client.get(f"/v1/sessions/{session_id}").json()["history"]) == 1
+    assert ask(tiny_scene.requests[1], "k-2").json()["turn"] == 2
+    reused = ask(tiny_scene.requests[2], "k-1")
+    assert reused.status_code == 409 and "use a new key for each new question" in reused.json()["error"]
+    for bad in ("é" * 3, "x" * 201, "a\x7fb"):
+        response = ask(tiny_scene.requests[2], bad) if bad.isascii() else client.post(
+            f"/v1/sessions/{session_id}/ask", json={"question": "hi"}, headers={"Idempotency-Key": bad.encode()})
+        assert response.status_code == 400 and "Idempotency-Key" in response.json()["error"]
+    assert client.post(f"/v1/sessions/{session_id}/reset").status_code == 200
+    assert ask(tiny_scene.requests[0], "k-1").json()["turn"] == 1  # reset forgot the keys with the turns
+
+
+def test_a_client_that_hung_up_before_its_answer_retries_without_a_second_turn(server, client, scene_png, tiny_scene):
+    import socket
+    import threading
+
+    session_id = open_session(client, scene_png)
+    body = json.dumps({"question": tiny_scene.requests[0]}).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:  # sends the whole ask, then goes away
+        raw.sendall(f"POST /v1/sessions/{session_id}/ask HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
+                    f"\r\nIdempotency-Key: lost-1\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    results = []
+
+    def retry():  # two retries at once: both wait for the first ask and get its turn
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            results.append(http.post(f"/v1/sessions/{session_id}/ask", json={"question": tiny_scene.requests[0]},
+                                     headers={"Idempotency-Key": "lost-1"}).json())
+
+    threads = [threading.Thread(target=retry) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [r["turn"] for r in results] == [1, 1] and results[0] == results[1]
+    assert len(client.get(f"/v1/sessions/{session_id}").json()["history"]) == 1
+
+
+def test_the_client_resends_an_ask_whose_answer_was_lost_and_gets_one_turn(server, scene_png, tiny_scene, tmp_path):
+    from pixelagent.server.client import ServerClient
+
+    image = tmp_path / "scene.png"
+    image.write_bytes(scene_png)
+    client = ServerClient(server.url)
+    conversation = client.open(image)
+    real, calls = client._http.request, []
+
+    def lose_the_first_answer(method, path, **kwargs):
+        calls.append((method, path, kwargs.get("headers")))
+        response = real(method, path, **kwargs)  # the server did the work...
+        if path.endswith("/ask") and len(calls) == 1:
+            raise httpx.ReadError("connection reset by peer")  # ...and the answer never came
+        return response
+
+    client._http.request = lose_the_first_answer
+    try:
+        record = conversation.ask(tiny_scene.requests[0])
+        assert record.turn == 1 and len(calls) == 2 and calls[0][2] == calls[1][2]  # the same key twice
+        assert len(conversation.record().history) == 1
+        assert conversation.ask(tiny_scene.requests[1]).turn == 2  # a new ask: a new key
+        keys = [headers["Idempotency-Key"] for _, path, headers in calls if path.endswith("/ask")]
+        assert len(keys) == 3 and keys[0] == keys[1] != keys[2]
+    finally:
+        client._http.request = real
+        conversation.close()
+        client.close()
