@@ -30,6 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from pixelagent.errors import ImageError, InputError, PixelAgentError
 from pixelagent.files import check_regular_file, make_output_folder, read_bytes, writing
+from pixelagent.images import DEFAULT_MAX_PIXELS
 from pixelagent.schema import SCHEMA_VERSION, IntentRecord, TurnRecord
 
 if TYPE_CHECKING:
@@ -86,8 +87,10 @@ def find_images(folder: str | os.PathLike) -> list[Path]:
 
 def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, open_conversation: Opener, *,
               on_record: Callable[[BatchRecord], None] | None = None,
-              on_failure: Callable[[str, str], None] | None = None, progress: bool = True) -> BatchSummary:
-    """Run every image in ``images`` through ``questions`` into ``out`` (see the module docstring)."""
+              on_failure: Callable[[str, str], None] | None = None, progress: bool = True,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS) -> BatchSummary:
+    """Run every image in ``images`` through ``questions`` into ``out`` (see the module docstring);
+    ``max_pixels`` bounds each image as :func:`pixelagent.images.load_image` does."""
     if not questions:
         raise InputError("give at least one question (--ask \"...\")")
     out = make_output_folder(out, "results folder")
@@ -99,7 +102,7 @@ def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, 
     with _progress(progress, len(images)) as advance, results:
         for path in images:
             try:
-                record = _one_image(path, folders[path], questions, out, open_conversation, done)
+                record = _one_image(path, folders[path], questions, out, open_conversation, done, max_pixels)
             except PixelAgentError as exc:
                 summary.failed[path.name] = str(exc)
                 if on_failure is not None:
@@ -120,7 +123,7 @@ def run_batch(images: list[Path], questions: list[str], out: str | os.PathLike, 
 
 
 def _one_image(path: Path, folder: str, questions: list[str], out: Path, open_conversation: Opener,
-               done: dict[str, str]) -> BatchRecord | None:
+               done: dict[str, str], max_pixels: int | None) -> BatchRecord | None:
     """The record of one image, or None when an earlier run finished it."""
     from pixelagent.images import load_image
 
@@ -129,7 +132,7 @@ def _one_image(path: Path, folder: str, questions: list[str], out: Path, open_co
     if done.get(path.name) == digest:
         return None
     try:
-        pixels = load_image(data)
+        pixels = load_image(data, max_pixels=max_pixels)
     except ImageError as exc:  # decoded from the bytes read above: name the file, not "<bytes>"
         raise ImageError(str(exc).replace("<bytes>", path.name, 1)) from None
     conversation = open_conversation(path, pixels, data)

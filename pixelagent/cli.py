@@ -116,6 +116,8 @@ def _plugin_listing() -> dict[str, Any]:
 ServerOption = typer.Option(None, "--server", envvar="PIXELAGENT_SERVER", show_envvar=True,
                             help="URL of a running `pixelagent serve` to ask instead of loading the model here "
                                  "(milliseconds per call, not a model load).")
+MaxPixelsOption = typer.Option(None, "--max-pixels", min=0, help="Refuse images with more pixels than this, "
+                               "a guard against decompression bombs (default 178956970; 0: no limit).")
 LogOption = typer.Option(None, "--log", help="Append every turn to this SQLite log (default: $PIXELAGENT_LOG; "
                                              "read it with `pixelagent logs`).")
 
@@ -130,12 +132,13 @@ def segment_command(
     as_json: bool = typer.Option(False, "--json", help="Print the reply, history and intent as JSON."),
     server: Optional[str] = ServerOption,
     log: Optional[Path] = LogOption,
+    max_pixels: Optional[int] = MaxPixelsOption,
 ) -> None:
     """Answer TEXT about IMAGE (after any --turn questions) and segment what the answer names."""
     if not server:
         _check_questions([*turn, text], preset)
     _check_picture_outputs(out, overlay)  # before the model loads, not after it has answered
-    conversation, pixels = _open_conversation(image, preset, server, log, "segment")
+    conversation, pixels = _open_conversation(image, preset, server, log, "segment", max_pixels)
     try:
         for earlier in turn:
             conversation.ask(earlier)
@@ -159,12 +162,19 @@ def _check_questions(questions: list[str], preset: str | None) -> None:
         check_question(question, limits)
 
 
-def _open_session(image: Path, preset: str | None) -> Session:
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    """``--max-pixels`` as ``load_image`` takes it: unset is the default, 0 no limit."""
+    from pixelagent.images import DEFAULT_MAX_PIXELS
+
+    return DEFAULT_MAX_PIXELS if max_pixels is None else (max_pixels or None)
+
+
+def _open_session(image: Path, preset: str | None, max_pixels: int | None = None) -> Session:
     """Read the image before building the model: a bad path should fail in milliseconds."""
     from pixelagent.agent import Agent
     from pixelagent.images import load_image
 
-    pixels = load_image(image)
+    pixels = load_image(image, max_pixels=_pixel_limit(max_pixels))
     agent = Agent(preset)
     if preset is None:
         typer.echo(f"using {agent.preset.name}: {agent.choice}", err=True)
@@ -174,7 +184,7 @@ def _open_session(image: Path, preset: str | None) -> Session:
 
 
 def _open_conversation(image: Path, preset: str | None, server: str | None, log: Path | None,
-                       source: str) -> tuple[Conversation, np.ndarray]:
+                       source: str, max_pixels: int | None = None) -> tuple[Conversation, np.ndarray]:
     """A conversation about IMAGE, here or on ``server``, logged when asked; and its pixels."""
     from pixelagent.conversation import LocalConversation, LoggedConversation
     from pixelagent.logs import open_log
@@ -184,7 +194,7 @@ def _open_conversation(image: Path, preset: str | None, server: str | None, log:
         from pixelagent.files import read_bytes
         from pixelagent.images import load_image
 
-        pixels = load_image(image)  # the same checks and messages as here, before any upload
+        pixels = load_image(image, max_pixels=_pixel_limit(max_pixels))  # checked here, before any upload
         client = _server_client(server, preset)
         try:
             conversation: Conversation = client.open(image, read_bytes(image, "image", max_bytes=None),
@@ -193,7 +203,7 @@ def _open_conversation(image: Path, preset: str | None, server: str | None, log:
             client.close()
             raise
     else:
-        session = _open_session(image, preset)
+        session = _open_session(image, preset, max_pixels)
         pixels, conversation = session.image, LocalConversation(session)
     if turn_log is not None:
         conversation = LoggedConversation(conversation, turn_log, source, str(image), owns_log=True)
@@ -343,9 +353,10 @@ def chat_command(
     server: Optional[str] = ServerOption,
     log: Optional[Path] = LogOption,
     as_json: bool = typer.Option(False, "--json", help="Print each turn as one line of JSON."),
+    max_pixels: Optional[int] = MaxPixelsOption,
 ) -> None:
     """Talk about IMAGE turn by turn; the dialogue and the intent are kept between turns."""
-    conversation, pixels = _open_conversation(image, preset, server, log, "chat")
+    conversation, pixels = _open_conversation(image, preset, server, log, "chat", max_pixels)
     chat = _Chat(conversation, pixels, image, preset, log, as_json)
     typer.echo(f"Talking about {image} ({pixels.shape[1]}x{pixels.shape[0]}). {CHAT_HELP}", err=as_json)
     try:
@@ -458,6 +469,7 @@ def batch_command(
     as_json: bool = typer.Option(False, "--json", help="Print each finished image's record as one line of JSON."),
     server: Optional[str] = ServerOption,
     log: Optional[Path] = LogOption,
+    max_pixels: Optional[int] = MaxPixelsOption,
 ) -> None:
     """Ask every image in IMAGES the --ask questions; masks (PNG + RLE JSON Lines) and overlays go to --out.
 
@@ -494,7 +506,7 @@ def batch_command(
         return conversation if turn_log is None else LoggedConversation(conversation, turn_log, "batch", str(path))
 
     try:
-        summary = run_batch(files, ask, out, open_conversation,
+        summary = run_batch(files, ask, out, open_conversation, max_pixels=_pixel_limit(max_pixels),
                             on_record=(lambda record: typer.echo(record.model_dump_json())) if as_json else None,
                             on_failure=lambda name, why: typer.echo(f"failed: {name}: {why}", err=True),
                             progress=sys.stderr.isatty())

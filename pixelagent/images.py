@@ -144,8 +144,8 @@ def _decode(image: Image.Image, name: str, max_pixels: int | None, *, owned: boo
         raise ImageError(
             f"{name} is too large to decode safely ({exc}); "
             f"the limit is max_pixels={max_pixels:,}. "
-            "Pass max_pixels=None (or a larger number) to load_image / Agent.session "
-            "if you trust this file"
+            "Pass max_pixels=None (or a larger number) to load_image / Agent.session, or "
+            "--max-pixels 0 on the command line, if you trust this file"
         ) from exc
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name} is not a readable image ({_reason(exc)})") from exc
@@ -172,8 +172,8 @@ def _check_pixels(size: tuple[int, int], name: str, max_pixels: int | None) -> N
     raise ImageError(
         f"{name} is {width}x{height} ({width * height:,} pixels), over the limit of "
         f"{max_pixels:,} pixels that guards against decompression bombs; "
-        f"pass max_pixels={width * height} (or None) to load_image / Agent.session "
-        "if you trust this file"
+        f"pass max_pixels={width * height} (or None) to load_image / Agent.session, or "
+        f"--max-pixels {width * height} (0: no limit) on the command line, if you trust this file"
     )
 
 

@@ -187,3 +187,18 @@ def test_chat_json_prints_turns_only_on_stdout(fake, scene_file, capsys, monkeyp
 def test_serve_refuses_an_unknown_preset_at_once(capsys):
     code, _, err = run_cli(capsys, "serve", "--preset", "no-such-preset")
     assert code == 1 and "unknown preset 'no-such-preset'; available:" in err
+
+
+def test_max_pixels_bounds_the_image_and_zero_lifts_the_bound(fake, scene_file, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "segment", str(scene_file), "the red bottle", "-p", "fake", "--max-pixels", "100")
+    assert code == 1 and "over the limit of 100 pixels" in err and "--max-pixels 12288" in err
+    assert run_cli(capsys, "segment", str(scene_file), "the red bottle", "-p", "fake", "--max-pixels", "0")[0] == 0
+    assert run_cli(capsys, "segment", str(scene_file), "the red bottle", "-p", "fake", "--max-pixels", "12288")[0] == 0
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "scene.png").write_bytes(scene_file.read_bytes())
+    code, _, err = run_cli(capsys, "batch", str(images), "--ask", "the red bottle", "-p", "fake",
+                           "--out", str(tmp_path / "out"), "--max-pixels", "100")
+    assert code == 1 and "failed: scene.png: scene.png is 128x96" in err and "over the limit of 100" in err
+    code, _, err = run_cli(capsys, "segment", str(scene_file), "x", "-p", "fake", "--max-pixels", "-1")
+    assert code == 2 and "--max-pixels" in err
