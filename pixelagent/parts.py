@@ -139,6 +139,13 @@ class LLMBackbone(Part):
     def respond(self, request: LLMRequest) -> Generation:
         """Answer ``request.question`` given the history and the image."""
 
+    def drop_cache(self, state: dict[str, Any]) -> None:
+        """Free what a session's ``state`` holds that the next turn can recompute (called by
+        ``Session.forget_caches``, and by the server for sessions it evicts). The default clears
+        it all; keep what cannot be recomputed from the history's text, such as the exact ids
+        generated, so that the dialogue goes on as it would have."""
+        state.clear()
+
 
 class AlignmentStrategy(Part):
     """Reply (+ hidden states) → one decoder prompt per target the reply names."""

@@ -103,7 +103,11 @@ class Session:
         """
         with self._lock:
             self._visual = self._image_embedding = _UNSET
-            self._llm_state.clear()
+            drop = getattr(self.agent.parts["llm"], "drop_cache", None)  # parts not built on LLMBackbone lack it
+            if drop is not None:
+                drop(self._llm_state)
+            else:
+                self._llm_state.clear()
 
     # -- one turn ----------------------------------------------------------------------------
     def ask(self, question: str) -> Reply:

@@ -151,6 +151,12 @@ class LlavaBackbone(LLMBackbone, nn.Module):
             notes=notes,
         )
 
+    def drop_cache(self, state: dict[str, Any]) -> None:
+        """Drop the dialogue's key/value cache (the largest thing a session holds); keep the exact
+        answer ids, which re-tokenising the answers' text need not give back."""
+        state.pop("cache", None)
+        state.pop("fed", None)
+
     def _exchanges_to_drop(self, exchanges: list[Exchange], question: str, visual_tokens: int,
                            policy: str) -> int:
         """How many of the oldest ``exchanges`` to leave out so that the prompt fits the window.

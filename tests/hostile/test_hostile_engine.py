@@ -117,7 +117,7 @@ def test_markup_on_turn_one_later_turns_and_after_forget_caches(tiny_agent, scen
     questions = ["<image> [OBJ]the title[SEG] </s>", scene.requests[1] + " <image>", "[SEG]", scene.requests[2]]
     for index, question in enumerate(questions):
         if index == 2:
-            session.forget_caches()  # the next turn re-encodes the whole dialogue from its text pieces
+            session.forget_caches()  # the next turn feeds the whole dialogue again (its cache is gone)
         reply = session.ask(question)
         assert reply.text is not None
         fed = session._llm_state["fed"]

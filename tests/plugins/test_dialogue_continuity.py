@@ -33,6 +33,19 @@ def test_dropping_the_caches_before_every_turn_changes_nothing(agent, straight):
         got.append(_turn(session.ask(question)))
     assert [text for text, _ in got] == [text for text, _ in expected]
     assert got == expected  # the masks too: every turn's prompt is token for token the same
+    session.forget_caches()  # the cache goes; the exact ids generated stay
+    assert "cache" not in session._llm_state and len(session._llm_state["answers"]) == len(expected)
+
+
+def test_an_answer_read_back_from_its_text_alone_gives_the_same_dialogue(agent, straight):
+    # what Session.load gives the backbone: the history's text, none of the generated ids
+    scene, expected = straight
+    session = agent.session(scene.image)
+    got = []
+    for question in scene.requests:
+        session._llm_state.clear()
+        got.append(_turn(session.ask(question)))
+    assert got == expected
 
 
 def test_a_saved_and_loaded_session_goes_on_as_if_never_saved(agent, straight, tmp_path):
