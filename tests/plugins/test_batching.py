@@ -131,7 +131,10 @@ def test_ragged_prefills_and_turns_joining_mid_loop_decode_as_alone(agent):
     def step(embeds, attention, positions, cache, last=None):
         steps.append(embeds.shape[0])
         if embeds.shape[1] == 1 and len(steps) == 4:
-            late.set()  # the fourth turn arrives while three decode
+            late.set()  # the fourth turn arrives while three decode...
+            deadline = time.monotonic() + 30
+            while not batcher._pending and time.monotonic() < deadline:
+                time.sleep(0.001)  # ...and this step waits for it, however loaded the machine is
         return llm._step(embeds, attention, positions, cache, last)
 
     batcher = DecodeBatcher(step=step, embed=lambda t: llm._embed(t).unsqueeze(1), logits=llm.llava.lm_head,
