@@ -131,10 +131,7 @@ def _one_image(path: Path, folder: str, questions: list[str], out: Path, open_co
     digest = hashlib.sha256(data).hexdigest()
     if done.get(path.name) == digest:
         return None
-    try:
-        pixels = load_image(data, max_pixels=max_pixels)
-    except ImageError as exc:  # decoded from the bytes read above: name the file, not "<bytes>"
-        raise ImageError(str(exc).replace("<bytes>", path.name, 1)) from None
+    pixels = load_image(data, max_pixels=max_pixels, name=path.name)  # decoded from the bytes read above
     conversation = open_conversation(path, pixels, data)
     try:
         turns = [conversation.ask(question) for question in questions]

@@ -477,9 +477,8 @@ def batch_command(
     """
     from pixelagent.batch import find_images, run_batch
     from pixelagent.conversation import LocalConversation, LoggedConversation
-    from pixelagent.logs import open_log
-
     from pixelagent.files import check_output_folder
+    from pixelagent.logs import open_log
 
     files = find_images(images)
     check_output_folder(out, "results folder (--out)")  # before the model loads

@@ -97,15 +97,6 @@ def _why(exc: BaseException) -> str:
     return str(exc)  # ValueError: a NUL byte in the path
 
 
-def _output_error(message: str, cause: BaseException | None = None) -> OutputError:
-    """An :class:`OutputError` that keeps the ``errno`` and ``filename`` of the ``OSError`` behind it,
-    for callers that look at them (``e.errno == errno.ENOSPC``)."""
-    error = OutputError(message)
-    if isinstance(cause, OSError):
-        error.errno, error.filename = cause.errno, cause.filename
-    return error
-
-
 @contextlib.contextmanager
 def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
     """Turn an ``OSError`` raised while writing ``what`` at ``path`` into one-line :class:`OutputError`
@@ -117,7 +108,10 @@ def writing(path: str | os.PathLike, what: str) -> Iterator[None]:
     except (OSError, ValueError) as exc:
         if isinstance(exc, ValueError) and "null" not in str(exc).lower():
             raise  # only a NUL byte in the path is the path's fault
-        raise _output_error(f"cannot write {what} {os.fsdecode(path)}: {_why(exc)}; name another path", exc) from exc
+        error = OutputError(f"cannot write {what} {os.fsdecode(path)}: {_why(exc)}; name another path")
+        if isinstance(exc, OSError):  # for callers that look (e.errno == errno.ENOSPC)
+            error.errno, error.filename = exc.errno, exc.filename
+        raise error from exc
 
 
 def _probe(folder: Path) -> None:

@@ -54,7 +54,8 @@ _CONVERTIBLE_MODES = frozenset({"CMYK", "YCbCr", "LAB", "HSV", "RGBX"})
 _UINT16_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 
 
-def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               name: str | None = None) -> np.ndarray:
     """Return ``source`` as an RGB ``uint8`` array of shape ``(H, W, 3)``, C-contiguous.
 
     ``source`` may be a path, the encoded bytes of an image file, a ``PIL.Image.Image`` (not
@@ -64,7 +65,8 @@ def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
 
     ``max_pixels`` bounds ``width * height`` for everything Pillow decodes (files, bytes, PIL
     images, which may still be lazily loaded); ``None`` disables the bound. Arrays are already in
-    memory and are not checked.
+    memory and are not checked. ``name`` is what errors call encoded bytes (``<bytes>``
+    by default), for bytes read from a file the caller names.
 
     Raises :class:`~pixelagent.errors.ImageError` when the source is missing, unreadable, too large,
     of an unsupported mode, shape or dtype, or of an unsupported type.
@@ -76,7 +78,7 @@ def load_image(source: ImageInput, *, max_pixels: int | None = DEFAULT_MAX_PIXEL
         name = getattr(source, "filename", "") or "<PIL.Image>"
         return _decode(source, name, max_pixels, owned=False)
     if isinstance(source, (bytes, bytearray)):
-        return _open_and_decode(lambda: Image.open(io.BytesIO(source)), "<bytes>", max_pixels)
+        return _open_and_decode(lambda: Image.open(io.BytesIO(source)), name or "<bytes>", max_pixels)
     if isinstance(source, (str, os.PathLike)):
         return _open_path(source, max_pixels)
     raise ImageError(f"cannot load an image from a {type(source).__name__}; pass {_ACCEPTED_TYPES}")

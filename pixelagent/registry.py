@@ -142,7 +142,6 @@ class _Table:
             raise UnknownNameError(f"unknown {self.label} {key!r}{self._suggestion(key)}; available: {available}")
         return spec
 
-
     def _suggestion(self, key: str) -> str:
         """ " (did you mean 'x'?)" for the closest registered name or alias, else nothing;
         ``_`` and case are not told apart from ``-`` and lower case (``miras_tiny``)."""

@@ -246,9 +246,8 @@ def save_record(folder: str | os.PathLike, record: Any, pixels: np.ndarray,
     """
     from datetime import datetime, timezone
 
-    from pixelagent.schema import SavedSession
-
     from pixelagent.files import make_output_folder, writing
+    from pixelagent.schema import SavedSession
 
     folder = make_output_folder(folder, "session folder")
     reference = _file_reference(pixels, Path(image_path), folder) if image_path is not None else None
@@ -323,9 +322,9 @@ def _load(path: Path, agent: Agent) -> Session:
     from pixelagent.schema import SAVED_FORMAT, SAVED_FORMAT_VERSION, SavedSession, validation_message
 
     file = path / SESSION_FILE if path.is_dir() else path
-    data = read_bytes(file, "saved session", max_bytes=MAX_SAVED_BYTES, error=InputError)
+    raw = read_bytes(file, "saved session", max_bytes=MAX_SAVED_BYTES, error=InputError)
     try:
-        text = data.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:  # an image or other binary file named instead of the folder
         raise InputError(f"{file} is not a saved pixelagent session (it is not text); pass the folder "
                          "Session.save or chat's /save wrote") from None

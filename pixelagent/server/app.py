@@ -411,7 +411,7 @@ def _idempotency_key(headers: Any) -> str | None:
     return key
 
 
-def _repeated_ask(entry: Any, key: str, question: str) -> TurnRecord:
+def _repeated_ask(entry: Entry, key: str, question: str) -> TurnRecord:
     """The turn an earlier ask with ``key`` made, for a client that did not get the answer; 409
     when the key came with another question (a client bug: keys name one ask)."""
     index, asked = entry.asked[key]
